@@ -1,0 +1,70 @@
+// Package presets is the pure engine of podpreset: it matches pods against
+// compiled PodPresets and ClusterPodPresets, orders them, and merges what they
+// inject into a copy of the pod, recording every conflict. It does no I/O,
+// takes no context and logs nothing; the webhook, the CLI and the controllers
+// are thin adapters around it.
+//
+// # Compile once, apply many
+//
+// Presets are compiled (selectors parsed, values converted to core types) by
+// Compile*, and gathered into a Set, which indexes them by one label pair of
+// their selector: the pair that the fewest presets share. Apply looks up only
+// the presets indexed under the pod's own labels, plus the few whose selector
+// has no equality requirement (an empty selector, or only Exists/NotIn/
+// DoesNotExist), so a request costs what its matches cost, not what the
+// namespace holds. A Set is immutable; build a new one when presets change.
+//
+// # Precedence
+//
+// The pod's own spec always wins. Then PodPresets, then ClusterPodPresets (the
+// more specific beats the more general); within a kind, by name. An earlier
+// source wins over a later one. Every value that loses is a Conflict with the
+// preset, the container, the field path, the kept and the dropped value; a
+// conflict never stops the rest of the preset from applying.
+//
+// # Merge rules
+//
+//	field                 key                              rule
+//	env                   name                             add when absent, before the container's own
+//	envFrom               (configMap, secret, prefix)      add when absent, before the container's own
+//	volumeMounts          mountPath                        add when absent, after the container's own
+//	volumes               name                             add when absent, after the pod's own
+//	initContainers        name                             add when absent, before the pod's own, in preset order
+//	imagePullSecrets      name                             add when absent, after the pod's own
+//	annotations           key                              add when absent
+//
+// Target containers are every init container and container of the pod,
+// including init containers injected by presets, unless spec.containers names
+// them. Injected env and envFrom entries keep preset order among themselves
+// (the first preset's entries first), so $(VAR) references work in preset
+// order too.
+//
+// Decisions the design left open:
+//   - Identical entries are no-ops, not conflicts. An injected init container
+//     that is already in the pod counts as identical when every field but env,
+//     envFrom and volumeMounts is equal and those lists contain the preset's
+//     own entries: that is what the container looks like after a first
+//     application, which keeps a second application (reinvocation) silent.
+//   - An envFrom entry with the same key but another `optional` is a conflict.
+//   - Two mounts with the same mountPath but another subPath are a conflict.
+//   - A name in spec.containers that the pod lacks is ignored.
+//   - podpreset.dev/applied lists every preset that matched, even one whose
+//     every entry was already present or lost a conflict; a re-application
+//     updates an entry's generation in place and appends new presets.
+//   - Mirror pods and pods annotated podpreset.dev/exclude: "true" (or the
+//     legacy podpreset.admission.kubernetes.io/exclude) are left alone;
+//     SkipNamespace says which namespaces are always out.
+//
+// # Idempotency
+//
+// Applying the same presets to the result changes nothing: every entry is
+// then present and identical. The webhook relies on this, as it is registered
+// with reinvocationPolicy IfNeeded.
+//
+// # Known limit
+//
+// Kubernetes lets env override keys that arrive through envFrom, so a preset's
+// env var beats a key of the same name in a ConfigMap that the pod loads with
+// its own envFrom. The engine cannot see ConfigMap contents, so it cannot
+// report that.
+package presets

@@ -1,0 +1,130 @@
+package presets
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+
+	"github.com/podpreset/podpreset/presets/v1alpha1"
+)
+
+// Ref names a preset at a generation, as podpreset.dev/applied records it.
+type Ref struct {
+	// Kind is PodPreset or ClusterPodPreset.
+	Kind string
+	// Namespace is the PodPreset's namespace; empty for a ClusterPodPreset.
+	Namespace string
+	// Name is the preset's name.
+	Name string
+	// Generation is the preset's metadata.generation.
+	Generation int64
+}
+
+// String renders the reference as Kind/name@generation.
+func (r Ref) String() string {
+	return r.Kind + "/" + r.Name + "@" + strconv.FormatInt(r.Generation, 10)
+}
+
+// Preset is a compiled PodPreset or ClusterPodPreset: selectors parsed and
+// injected values converted to core types, ready for Apply. It is immutable.
+type Preset struct {
+	ref         Ref
+	selector    labels.Selector
+	nsSelector  labels.Selector // nil for a PodPreset
+	containers  []string        // nil: every container
+	env         []corev1.EnvVar
+	envFrom     []corev1.EnvFromSource
+	volumes     []corev1.Volume
+	mounts      []corev1.VolumeMount
+	inits       []corev1.Container
+	pullSecrets []corev1.LocalObjectReference
+	annotations []annotation // sorted by key
+}
+
+type annotation struct{ key, value string }
+
+// Ref returns the preset's reference.
+func (p *Preset) Ref() Ref { return p.ref }
+
+// CompilePodPreset compiles a PodPreset. It fails when the selector does not
+// parse; it does not run the rest of Validate.
+func CompilePodPreset(pp *v1alpha1.PodPreset) (*Preset, error) {
+	ref := Ref{Kind: v1alpha1.KindPodPreset, Namespace: pp.Namespace, Name: pp.Name, Generation: pp.Generation}
+	return compile(ref, &pp.Spec, nil)
+}
+
+// CompileClusterPodPreset compiles a ClusterPodPreset. It fails when a
+// selector does not parse.
+func CompileClusterPodPreset(cpp *v1alpha1.ClusterPodPreset) (*Preset, error) {
+	ref := Ref{Kind: v1alpha1.KindClusterPodPreset, Name: cpp.Name, Generation: cpp.Generation}
+	return compile(ref, &cpp.Spec.PodPresetSpec, &cpp.Spec.NamespaceSelector)
+}
+
+func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector) (*Preset, error) {
+	sel, err := metav1.LabelSelectorAsSelector(&spec.Selector)
+	if err != nil {
+		return nil, fmt.Errorf("compiling %s: spec.selector: %w", ref, err)
+	}
+	p := &Preset{ref: ref, selector: sel}
+	if nsSel != nil {
+		if p.nsSelector, err = metav1.LabelSelectorAsSelector(nsSel); err != nil {
+			return nil, fmt.Errorf("compiling %s: spec.namespaceSelector: %w", ref, err)
+		}
+	}
+	if len(spec.Containers) > 0 {
+		p.containers = slices.Clone(spec.Containers)
+	}
+	for i := range spec.Env {
+		p.env = append(p.env, spec.Env[i].Core())
+	}
+	for i := range spec.EnvFrom {
+		p.envFrom = append(p.envFrom, spec.EnvFrom[i].Core())
+	}
+	for i := range spec.Volumes {
+		p.volumes = append(p.volumes, spec.Volumes[i].Core())
+	}
+	for i := range spec.VolumeMounts {
+		p.mounts = append(p.mounts, *spec.VolumeMounts[i].DeepCopy())
+	}
+	for i := range spec.InitContainers {
+		p.inits = append(p.inits, *spec.InitContainers[i].DeepCopy())
+	}
+	p.pullSecrets = slices.Clone(spec.ImagePullSecrets)
+	for k, v := range spec.Annotations {
+		p.annotations = append(p.annotations, annotation{k, v})
+	}
+	slices.SortFunc(p.annotations, func(a, b annotation) int { return strings.Compare(a.key, b.key) })
+	return p, nil
+}
+
+// targets reports whether the preset injects into the named container.
+func (p *Preset) targets(container string) bool {
+	return p.containers == nil || slices.Contains(p.containers, container)
+}
+
+// anchors returns the label pairs the preset can be indexed under: one set
+// per equality (=, ==, in) requirement of its selector. A pod can only match
+// when it has one of the pairs of each set, so one set is enough to index by.
+func (p *Preset) anchors() [][]labelPair {
+	reqs, _ := p.selector.Requirements()
+	var out [][]labelPair
+	for _, r := range reqs {
+		switch r.Operator() {
+		case selection.Equals, selection.DoubleEquals, selection.In:
+			var set []labelPair
+			for _, v := range r.ValuesUnsorted() {
+				set = append(set, labelPair{r.Key(), v})
+			}
+			out = append(out, set)
+		}
+	}
+	return out
+}
+
+type labelPair struct{ key, value string }

@@ -1,0 +1,142 @@
+package presets
+
+import (
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/podpreset/podpreset/presets/v1alpha1"
+)
+
+// Namespace is what matching needs to know of the pod's namespace.
+type Namespace struct {
+	// Name is the namespace's name.
+	Name string
+	// Labels are the namespace's labels, matched by ClusterPodPresets'
+	// namespaceSelector.
+	Labels map[string]string
+}
+
+// Set is an immutable, indexed collection of compiled presets. Build a new
+// one when presets change; the zero value and nil hold no presets.
+type Set struct {
+	namespaced map[string]*index // by namespace
+	cluster    *index
+	size       int
+}
+
+// index finds the presets whose selector can match a set of pod labels
+// without looking at the others.
+type index struct {
+	byLabel map[string]map[string][]*Preset // label key -> value -> presets
+	scan    []*Preset                       // presets with no equality requirement
+}
+
+// NewSet indexes compiled presets. PodPresets are looked up by namespace.
+func NewSet(presets ...*Preset) *Set {
+	s := &Set{namespaced: map[string]*index{}, size: len(presets)}
+	groups := map[string][]*Preset{}
+	var cluster []*Preset
+	for _, p := range presets {
+		if p.ref.Kind == v1alpha1.KindClusterPodPreset {
+			cluster = append(cluster, p)
+		} else {
+			groups[p.ref.Namespace] = append(groups[p.ref.Namespace], p)
+		}
+	}
+	for ns, ps := range groups {
+		s.namespaced[ns] = newIndex(ps)
+	}
+	s.cluster = newIndex(cluster)
+	return s
+}
+
+// Len returns how many presets the set holds.
+func (s *Set) Len() int {
+	if s == nil {
+		return 0
+	}
+	return s.size
+}
+
+// newIndex indexes each preset under the label pairs of its most selective
+// equality requirement: the one whose pairs the fewest presets share.
+func newIndex(presets []*Preset) *index {
+	ix := &index{byLabel: map[string]map[string][]*Preset{}}
+	anchors := make([][][]labelPair, len(presets))
+	freq := map[labelPair]int{}
+	for i, p := range presets {
+		anchors[i] = p.anchors()
+		for _, set := range anchors[i] {
+			for _, lp := range set {
+				freq[lp]++
+			}
+		}
+	}
+	for i, p := range presets {
+		if len(anchors[i]) == 0 {
+			ix.scan = append(ix.scan, p)
+			continue
+		}
+		best, bestCost := anchors[i][0], -1
+		for _, set := range anchors[i] {
+			cost := 0
+			for _, lp := range set {
+				cost += freq[lp]
+			}
+			if bestCost < 0 || cost < bestCost {
+				best, bestCost = set, cost
+			}
+		}
+		for _, lp := range best {
+			values := ix.byLabel[lp.key]
+			if values == nil {
+				values = map[string][]*Preset{}
+				ix.byLabel[lp.key] = values
+			}
+			values[lp.value] = append(values[lp.value], p)
+		}
+	}
+	return ix
+}
+
+// match appends the presets whose selector matches the pod labels and, for
+// cluster presets, whose namespace selector matches the namespace labels. A
+// preset is listed under at most one value per key, and a pod has one value
+// per key, so nothing is found twice.
+func (ix *index) match(out []*Preset, podLabels, nsLabels labels.Set) []*Preset {
+	if ix == nil {
+		return out
+	}
+	start := len(out)
+	try := func(p *Preset) {
+		if p.selector.Matches(podLabels) && (p.nsSelector == nil || p.nsSelector.Matches(nsLabels)) {
+			out = append(out, p)
+		}
+	}
+	if len(ix.byLabel) > 0 {
+		for k, v := range podLabels {
+			for _, p := range ix.byLabel[k][v] {
+				try(p)
+			}
+		}
+	}
+	for _, p := range ix.scan {
+		try(p)
+	}
+	slices.SortFunc(out[start:], func(a, b *Preset) int { return strings.Compare(a.ref.Name, b.ref.Name) })
+	return out
+}
+
+// Match returns the presets that apply to a pod with these labels in this
+// namespace, in application order: PodPresets of the namespace by name, then
+// ClusterPodPresets by name.
+func (s *Set) Match(ns Namespace, podLabels map[string]string) []*Preset {
+	if s == nil {
+		return nil
+	}
+	var out []*Preset
+	out = s.namespaced[ns.Name].match(out, podLabels, nil)
+	return s.cluster.match(out, podLabels, ns.Labels)
+}

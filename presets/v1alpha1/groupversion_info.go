@@ -1,0 +1,44 @@
+// Package v1alpha1 is the podpreset.dev/v1alpha1 API: PodPreset (namespaced) and
+// ClusterPodPreset (cluster-scoped).
+//
+// The spec is a superset of the removed settings.k8s.io/v1alpha1 PodPreset spec
+// (selector, env, envFrom, volumes, volumeMounts), so an old manifest works after
+// changing only its apiVersion (`kubectl podpreset migrate` does that).
+//
+// EnvVar, EnvVarSource, EnvFromSource and Volume are our own types that inline the
+// core ones rather than the core types themselves. Every core field is there with
+// its usual JSON name, and value sources that Kubernetes does not know (Consul KV,
+// Vault) can be added to them later as new optional fields without breaking
+// stored objects or clients.
+//
+// Uniqueness of env names, volume names, mount paths and init container names is
+// declared with +listType=map: the API server rejects a duplicate with a
+// "Duplicate value" error at the exact index (spec.env[2]), costs no CEL budget,
+// and server-side apply merges those lists by key. CEL rules cover what a list
+// type cannot say (a preset that injects nothing).
+//
+// +kubebuilder:object:generate=true
+// +groupName=podpreset.dev
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/scheme"
+)
+
+var (
+	// GroupVersion is the group and version of this API.
+	GroupVersion = schema.GroupVersion{Group: "podpreset.dev", Version: "v1alpha1"}
+
+	// SchemeBuilder registers the kinds of this API with a runtime.Scheme.
+	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+
+	// AddToScheme adds the kinds of this API to a runtime.Scheme.
+	AddToScheme = SchemeBuilder.AddToScheme
+)
+
+// Kind names, as they appear in the podpreset.dev/applied annotation.
+const (
+	KindPodPreset        = "PodPreset"
+	KindClusterPodPreset = "ClusterPodPreset"
+)
