@@ -1,6 +1,7 @@
 package presets
 
 import (
+	"maps"
 	"slices"
 	"strings"
 
@@ -11,7 +12,9 @@ import (
 // Result is what Apply did to a pod.
 type Result struct {
 	// Pod is the pod after the presets were applied: a new object when
-	// Changed is true, else the input pod itself. The input is never modified.
+	// Changed is true, else the input pod itself. The input is never
+	// modified, but the new object shares every part that did not change
+	// with it (copy on write): treat both as read-only, or DeepCopy first.
 	Pod *corev1.Pod
 	// Changed says whether anything was added to the pod.
 	Changed bool
@@ -41,7 +44,7 @@ func Merge(pod *corev1.Pod, presets []*Preset) Result {
 	if len(presets) == 0 {
 		return Result{Pod: pod}
 	}
-	m := newMerger(pod)
+	m := newMerger(pod, presets)
 	res := Result{Applied: make([]Ref, 0, len(presets))}
 	for _, p := range presets {
 		m.apply(p)
@@ -57,37 +60,67 @@ func Merge(pod *corev1.Pod, presets []*Preset) Result {
 	return res
 }
 
+// pending is an entry a preset adds: a pointer into the compiled preset
+// (immutable, so nothing is copied until finish builds the final slices at
+// their exact size) and the preset that added it.
+type pending[T any] struct {
+	v  *T
+	by *Preset
+}
+
+func pendingIndex[T any](list []pending[T], same func(*T) bool) int {
+	for i := range list {
+		if same(list[i].v) {
+			return i
+		}
+	}
+	return -1
+}
+
 // target is a container that receives env, envFrom and mounts, with what
 // the presets add to it so far.
 type target struct {
-	c        *corev1.Container
-	path     string // spec.containers[name=web]
-	env      []corev1.EnvVar
-	envFrom  []corev1.EnvFromSource
-	mounts   []corev1.VolumeMount
-	origins  map[string]*Preset // "env/NAME", "envFrom/KEY", "mount/PATH" -> preset that added it
-	injected bool               // an init container a preset added
+	c         *corev1.Container
+	path      string // spec.containers[name=web]
+	env       []pending[corev1.EnvVar]
+	envFrom   []pending[corev1.EnvFromSource]
+	mounts    []pending[corev1.VolumeMount]
+	injected  bool // an init container a preset added
+	isInitCtr bool
 }
 
 type merger struct {
 	pod       *corev1.Pod // the working copy
 	targets   []*target
 	inits     []*corev1.Container // injected init containers, in order
-	volumes   []corev1.Volume
+	initsBy   []*Preset
+	volumes   []pending[corev1.Volume]
 	pulls     []corev1.LocalObjectReference
-	annots    map[string]string // added annotations
-	origins   map[string]*Preset
+	annots    []annotation // added annotations
+	annotsBy  []*Preset
+	applied   string                             // the new podpreset.dev/applied value, if it changes
+	sizes     struct{ env, envFrom, mounts int } // the most a target can receive
 	conflicts []Conflict
 	changed   bool
 }
 
-func newMerger(pod *corev1.Pod) *merger {
-	out := pod.DeepCopy()
-	m := &merger{pod: out, origins: map[string]*Preset{}}
+// newMerger starts from a shallow copy of the pod with its own container
+// slices. Nothing reachable from the input is ever written: finish gives
+// every list and map it changes a new backing array.
+func newMerger(pod *corev1.Pod, presets []*Preset) *merger {
+	out := *pod
+	out.Spec.InitContainers = slices.Clone(pod.Spec.InitContainers)
+	out.Spec.Containers = slices.Clone(pod.Spec.Containers)
+	m := &merger{pod: &out}
+	for _, p := range presets {
+		m.sizes.env += len(p.env)
+		m.sizes.envFrom += len(p.envFrom)
+		m.sizes.mounts += len(p.mounts)
+	}
 	m.targets = make([]*target, 0, len(out.Spec.InitContainers)+len(out.Spec.Containers)+2)
 	for i := range out.Spec.InitContainers {
 		c := &out.Spec.InitContainers[i]
-		m.targets = append(m.targets, &target{c: c, path: "spec.initContainers[name=" + c.Name + "]"})
+		m.targets = append(m.targets, &target{c: c, path: "spec.initContainers[name=" + c.Name + "]", isInitCtr: true})
 	}
 	for i := range out.Spec.Containers {
 		c := &out.Spec.Containers[i]
@@ -96,15 +129,20 @@ func newMerger(pod *corev1.Pod) *merger {
 	return m
 }
 
-func (m *merger) conflict(p *Preset, kind FieldKind, container, field string, kept any, keptFrom *Preset, dropped any) {
+// conflict records a dropped value. The field path is built here, from the
+// target's path (none for pod-level fields) and the entry's key, so that the
+// common path (no conflict) builds no strings.
+func (m *merger) conflict(p *Preset, kind FieldKind, t *target, field string, kept any, keptFrom *Preset, dropped any) {
 	from := KeptFromPod
 	if keptFrom != nil {
 		from = keptFrom.ref.String()
 	}
-	m.conflicts = append(m.conflicts, Conflict{
-		Preset: p.ref, Kind: kind, Container: container, Field: field,
-		Kept: render(kept), KeptFrom: from, Dropped: render(dropped),
-	})
+	c := Conflict{Preset: p.ref, Kind: kind, Field: field, Kept: render(kept), KeptFrom: from, Dropped: render(dropped)}
+	if t != nil {
+		c.Container = t.c.Name
+		c.Field = t.path + "." + field
+	}
+	m.conflicts = append(m.conflicts, c)
 }
 
 // apply merges one preset. Init containers come first so that they are
@@ -139,27 +177,22 @@ func (m *merger) apply(p *Preset) {
 }
 
 func (m *merger) addEnv(p *Preset, t *target, e *corev1.EnvVar) {
-	field := t.path + ".env[name=" + e.Name + "]"
-	for i := range t.c.Env {
-		if t.c.Env[i].Name == e.Name {
-			if !sameEnv(&t.c.Env[i], e) {
-				m.conflict(p, FieldEnv, t.c.Name, field, &t.c.Env[i], t.origins["env/"+e.Name], e)
-			}
-			return
+	if i := slices.IndexFunc(t.c.Env, func(x corev1.EnvVar) bool { return x.Name == e.Name }); i >= 0 {
+		if !sameEnv(&t.c.Env[i], e) {
+			m.conflict(p, FieldEnv, t, "env[name="+e.Name+"]", &t.c.Env[i], nil, e)
 		}
+		return
 	}
-	for i := range t.env {
-		if t.env[i].Name == e.Name {
-			if !sameEnv(&t.env[i], e) {
-				m.conflict(p, FieldEnv, t.c.Name, field, &t.env[i], t.origins["env/"+e.Name], e)
-			}
-			return
+	if i := pendingIndex(t.env, func(x *corev1.EnvVar) bool { return x.Name == e.Name }); i >= 0 {
+		if !sameEnv(t.env[i].v, e) {
+			m.conflict(p, FieldEnv, t, "env[name="+e.Name+"]", t.env[i].v, t.env[i].by, e)
 		}
+		return
 	}
-	var cp corev1.EnvVar
-	e.DeepCopyInto(&cp)
-	t.env = append(t.env, cp)
-	t.setOrigin("env/"+e.Name, p)
+	if t.env == nil {
+		t.env = make([]pending[corev1.EnvVar], 0, m.sizes.env)
+	}
+	t.env = append(t.env, pending[corev1.EnvVar]{e, p})
 	m.changed = true
 }
 
@@ -170,129 +203,112 @@ func sameEnv(a, b *corev1.EnvVar) bool {
 	return equality.Semantic.DeepEqual(a, b)
 }
 
-// envFromKey is the key of an envFrom entry: (configMap, secret, prefix).
+// sameEnvFromKey says whether two envFrom entries have the same key:
+// (configMap name, secret name, prefix).
+func sameEnvFromKey(a, b *corev1.EnvFromSource) bool {
+	if a.Prefix != b.Prefix || (a.ConfigMapRef == nil) != (b.ConfigMapRef == nil) || (a.SecretRef == nil) != (b.SecretRef == nil) {
+		return false
+	}
+	return (a.ConfigMapRef == nil || a.ConfigMapRef.Name == b.ConfigMapRef.Name) &&
+		(a.SecretRef == nil || a.SecretRef.Name == b.SecretRef.Name)
+}
+
+// envFromKey renders the key of an envFrom entry for a field path.
 func envFromKey(e *corev1.EnvFromSource) string {
-	var cm, sec string
+	var parts []string
 	if e.ConfigMapRef != nil {
-		cm = e.ConfigMapRef.Name
+		parts = append(parts, "configMapRef="+e.ConfigMapRef.Name)
 	}
 	if e.SecretRef != nil {
-		sec = e.SecretRef.Name
-	}
-	var b strings.Builder
-	if cm != "" {
-		b.WriteString("configMapRef=" + cm)
-	}
-	if sec != "" {
-		if b.Len() > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString("secretRef=" + sec)
+		parts = append(parts, "secretRef="+e.SecretRef.Name)
 	}
 	if e.Prefix != "" {
-		if b.Len() > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString("prefix=" + e.Prefix)
+		parts = append(parts, "prefix="+e.Prefix)
 	}
-	return b.String()
+	return strings.Join(parts, ",")
 }
 
 func (m *merger) addEnvFrom(p *Preset, t *target, e *corev1.EnvFromSource) {
-	key := envFromKey(e)
-	field := t.path + ".envFrom[" + key + "]"
-	for _, list := range [][]corev1.EnvFromSource{t.c.EnvFrom, t.envFrom} {
-		for i := range list {
-			if envFromKey(&list[i]) == key {
-				if !equality.Semantic.DeepEqual(&list[i], e) {
-					m.conflict(p, FieldEnvFrom, t.c.Name, field, &list[i], t.origins["envFrom/"+key], e)
-				}
-				return
-			}
+	if i := slices.IndexFunc(t.c.EnvFrom, func(x corev1.EnvFromSource) bool { return sameEnvFromKey(&x, e) }); i >= 0 {
+		if !equality.Semantic.DeepEqual(&t.c.EnvFrom[i], e) {
+			m.conflict(p, FieldEnvFrom, t, "envFrom["+envFromKey(e)+"]", &t.c.EnvFrom[i], nil, e)
 		}
+		return
 	}
-	var cp corev1.EnvFromSource
-	e.DeepCopyInto(&cp)
-	t.envFrom = append(t.envFrom, cp)
-	t.setOrigin("envFrom/"+key, p)
+	if i := pendingIndex(t.envFrom, func(x *corev1.EnvFromSource) bool { return sameEnvFromKey(x, e) }); i >= 0 {
+		if !equality.Semantic.DeepEqual(t.envFrom[i].v, e) {
+			m.conflict(p, FieldEnvFrom, t, "envFrom["+envFromKey(e)+"]", t.envFrom[i].v, t.envFrom[i].by, e)
+		}
+		return
+	}
+	if t.envFrom == nil {
+		t.envFrom = make([]pending[corev1.EnvFromSource], 0, m.sizes.envFrom)
+	}
+	t.envFrom = append(t.envFrom, pending[corev1.EnvFromSource]{e, p})
 	m.changed = true
 }
 
 func (m *merger) addMount(p *Preset, t *target, vm *corev1.VolumeMount) {
-	for _, list := range [][]corev1.VolumeMount{t.c.VolumeMounts, t.mounts} {
-		for i := range list {
-			if list[i].MountPath == vm.MountPath {
-				if !equality.Semantic.DeepEqual(&list[i], vm) {
-					field := t.path + ".volumeMounts[mountPath=" + vm.MountPath + "]"
-					m.conflict(p, FieldVolumeMount, t.c.Name, field, &list[i], t.origins["mount/"+vm.MountPath], vm)
-				}
-				return
-			}
+	if i := slices.IndexFunc(t.c.VolumeMounts, func(x corev1.VolumeMount) bool { return x.MountPath == vm.MountPath }); i >= 0 {
+		if !equality.Semantic.DeepEqual(&t.c.VolumeMounts[i], vm) {
+			m.conflict(p, FieldVolumeMount, t, "volumeMounts[mountPath="+vm.MountPath+"]", &t.c.VolumeMounts[i], nil, vm)
 		}
+		return
 	}
-	var cp corev1.VolumeMount
-	vm.DeepCopyInto(&cp)
-	t.mounts = append(t.mounts, cp)
-	t.setOrigin("mount/"+vm.MountPath, p)
+	if i := pendingIndex(t.mounts, func(x *corev1.VolumeMount) bool { return x.MountPath == vm.MountPath }); i >= 0 {
+		if !equality.Semantic.DeepEqual(t.mounts[i].v, vm) {
+			m.conflict(p, FieldVolumeMount, t, "volumeMounts[mountPath="+vm.MountPath+"]", t.mounts[i].v, t.mounts[i].by, vm)
+		}
+		return
+	}
+	if t.mounts == nil {
+		t.mounts = make([]pending[corev1.VolumeMount], 0, m.sizes.mounts)
+	}
+	t.mounts = append(t.mounts, pending[corev1.VolumeMount]{vm, p})
 	m.changed = true
 }
 
-func (t *target) setOrigin(key string, p *Preset) {
-	if t.origins == nil {
-		t.origins = map[string]*Preset{}
-	}
-	t.origins[key] = p
-}
-
 func (m *merger) addVolume(p *Preset, v *corev1.Volume) {
-	for _, list := range [][]corev1.Volume{m.pod.Spec.Volumes, m.volumes} {
-		for i := range list {
-			if list[i].Name == v.Name {
-				if !equality.Semantic.DeepEqual(&list[i], v) {
-					m.conflict(p, FieldVolume, "", "spec.volumes[name="+v.Name+"]", &list[i], m.origins["volume/"+v.Name], v)
-				}
-				return
-			}
+	if i := slices.IndexFunc(m.pod.Spec.Volumes, func(x corev1.Volume) bool { return x.Name == v.Name }); i >= 0 {
+		if !equality.Semantic.DeepEqual(&m.pod.Spec.Volumes[i], v) {
+			m.conflict(p, FieldVolume, nil, "spec.volumes[name="+v.Name+"]", &m.pod.Spec.Volumes[i], nil, v)
 		}
+		return
 	}
-	var cp corev1.Volume
-	v.DeepCopyInto(&cp)
-	m.volumes = append(m.volumes, cp)
-	m.origins["volume/"+v.Name] = p
+	if i := pendingIndex(m.volumes, func(x *corev1.Volume) bool { return x.Name == v.Name }); i >= 0 {
+		if !equality.Semantic.DeepEqual(m.volumes[i].v, v) {
+			m.conflict(p, FieldVolume, nil, "spec.volumes[name="+v.Name+"]", m.volumes[i].v, m.volumes[i].by, v)
+		}
+		return
+	}
+	m.volumes = append(m.volumes, pending[corev1.Volume]{v, p})
 	m.changed = true
 }
 
 func (m *merger) addPullSecret(s corev1.LocalObjectReference) {
-	for _, list := range [][]corev1.LocalObjectReference{m.pod.Spec.ImagePullSecrets, m.pulls} {
-		for _, have := range list {
-			if have.Name == s.Name {
-				return
-			}
-		}
+	same := func(x corev1.LocalObjectReference) bool { return x.Name == s.Name }
+	if slices.ContainsFunc(m.pod.Spec.ImagePullSecrets, same) || slices.ContainsFunc(m.pulls, same) {
+		return
 	}
 	m.pulls = append(m.pulls, s)
 	m.changed = true
 }
 
 func (m *merger) addAnnotation(p *Preset, a annotation) {
-	field := "metadata.annotations[" + a.key + "]"
 	if have, ok := m.pod.Annotations[a.key]; ok {
 		if have != a.value {
-			m.conflict(p, FieldAnnotation, "", field, have, nil, a.value)
+			m.conflict(p, FieldAnnotation, nil, "metadata.annotations["+a.key+"]", have, nil, a.value)
 		}
 		return
 	}
-	if have, ok := m.annots[a.key]; ok {
-		if have != a.value {
-			m.conflict(p, FieldAnnotation, "", field, have, m.origins["annotation/"+a.key], a.value)
+	if i := slices.IndexFunc(m.annots, func(x annotation) bool { return x.key == a.key }); i >= 0 {
+		if m.annots[i].value != a.value {
+			m.conflict(p, FieldAnnotation, nil, "metadata.annotations["+a.key+"]", m.annots[i].value, m.annotsBy[i], a.value)
 		}
 		return
 	}
-	if m.annots == nil {
-		m.annots = map[string]string{}
-	}
-	m.annots[a.key] = a.value
-	m.origins["annotation/"+a.key] = p
+	m.annots = append(m.annots, a)
+	m.annotsBy = append(m.annotsBy, p)
 	m.changed = true
 }
 
@@ -300,24 +316,23 @@ func (m *merger) addAnnotation(p *Preset, a annotation) {
 // name. Container names are unique across init and app containers, so an
 // app container of that name is a conflict too.
 func (m *merger) addInit(p *Preset, c *corev1.Container) {
-	field := "spec.initContainers[name=" + c.Name + "]"
 	for _, t := range m.targets {
 		if t.c.Name != c.Name {
 			continue
 		}
 		if !t.sameInit(c) {
-			from := (*Preset)(nil)
-			if t.injected {
-				from = m.origins["init/"+c.Name]
+			var from *Preset
+			if i := slices.Index(m.inits, t.c); i >= 0 {
+				from = m.initsBy[i]
 			}
-			m.conflict(p, FieldInitContainer, "", field, t.c, from, c)
+			m.conflict(p, FieldInitContainer, nil, "spec.initContainers[name="+c.Name+"]", t.c, from, c)
 		}
 		return
 	}
 	cp := c.DeepCopy()
 	m.inits = append(m.inits, cp)
-	m.targets = append(m.targets, &target{c: cp, path: field, injected: true})
-	m.origins["init/"+c.Name] = p
+	m.initsBy = append(m.initsBy, p)
+	m.targets = append(m.targets, &target{c: cp, path: "spec.initContainers[name=" + c.Name + "]", injected: true, isInitCtr: true})
 	m.changed = true
 }
 
@@ -325,7 +340,7 @@ func (m *merger) addInit(p *Preset, c *corev1.Container) {
 // defines it, possibly after presets added env, envFrom and mounts to it:
 // every other field equal, and c's own entries present and identical.
 func (t *target) sameInit(c *corev1.Container) bool {
-	if !t.isInit() {
+	if !t.isInitCtr {
 		return false
 	}
 	for i := range c.Env {
@@ -349,10 +364,6 @@ func (t *target) sameInit(c *corev1.Container) bool {
 	return equality.Semantic.DeepEqual(a, b)
 }
 
-func (t *target) isInit() bool {
-	return t.injected || strings.HasPrefix(t.path, "spec.initContainers[")
-}
-
 // recordApplied writes podpreset.dev/applied: existing entries keep their
 // place (with the generation updated), new presets are appended.
 func (m *merger) recordApplied(refs []Ref) {
@@ -371,27 +382,26 @@ func (m *merger) recordApplied(refs []Ref) {
 		}
 	}
 	if v := strings.Join(entries, ","); v != old {
-		if m.annots == nil {
-			m.annots = map[string]string{}
-		}
-		m.annots[AnnotationApplied] = v
+		m.applied = v
 		m.changed = true
 	}
 }
 
-// finish writes what the presets added into the working copy.
+// finish writes what the presets added into the working copy, each list
+// allocated once at its final size, injected values deep-copied out of the
+// compiled presets.
 func (m *merger) finish() *corev1.Pod {
 	pod := m.pod
 	for _, t := range m.targets {
 		c := t.c
 		if len(t.env) > 0 {
-			c.Env = append(t.env, c.Env...)
+			c.Env = prepend(t.env, c.Env)
 		}
 		if len(t.envFrom) > 0 {
-			c.EnvFrom = append(t.envFrom, c.EnvFrom...)
+			c.EnvFrom = prepend(t.envFrom, c.EnvFrom)
 		}
 		if len(t.mounts) > 0 {
-			c.VolumeMounts = append(c.VolumeMounts, t.mounts...)
+			c.VolumeMounts = appendCopies(c.VolumeMounts, t.mounts)
 		}
 	}
 	if len(m.inits) > 0 {
@@ -401,15 +411,47 @@ func (m *merger) finish() *corev1.Pod {
 		}
 		pod.Spec.InitContainers = append(inits, pod.Spec.InitContainers...)
 	}
-	pod.Spec.Volumes = append(pod.Spec.Volumes, m.volumes...)
-	pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, m.pulls...)
-	if len(m.annots) > 0 {
-		if pod.Annotations == nil {
-			pod.Annotations = make(map[string]string, len(m.annots))
+	if len(m.pulls) > 0 {
+		pod.Spec.ImagePullSecrets = append(slices.Clip(pod.Spec.ImagePullSecrets), m.pulls...)
+	}
+	if len(m.volumes) > 0 {
+		pod.Spec.Volumes = appendCopies(pod.Spec.Volumes, m.volumes)
+	}
+	if len(m.annots) > 0 || m.applied != "" {
+		annots := make(map[string]string, len(pod.Annotations)+len(m.annots)+1)
+		maps.Copy(annots, pod.Annotations)
+		pod.Annotations = annots
+		for _, a := range m.annots {
+			pod.Annotations[a.key] = a.value
 		}
-		for k, v := range m.annots {
-			pod.Annotations[k] = v
+		if m.applied != "" {
+			pod.Annotations[AnnotationApplied] = m.applied
 		}
 	}
 	return pod
+}
+
+// deepCopier is a core type with a generated DeepCopyInto.
+type deepCopier[T any] interface {
+	*T
+	DeepCopyInto(*T)
+}
+
+// prepend returns deep copies of the added entries followed by own.
+func prepend[T any, P deepCopier[T]](added []pending[T], own []T) []T {
+	out := make([]T, len(added), len(added)+len(own))
+	for i, a := range added {
+		P(a.v).DeepCopyInto(&out[i])
+	}
+	return append(out, own...)
+}
+
+// appendCopies returns own followed by deep copies of the added entries.
+func appendCopies[T any, P deepCopier[T]](own []T, added []pending[T]) []T {
+	out := make([]T, len(own)+len(added))
+	copy(out, own)
+	for i, a := range added {
+		P(a.v).DeepCopyInto(&out[len(own)+i])
+	}
+	return out
 }
