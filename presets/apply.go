@@ -46,6 +46,13 @@ func Merge(pod *corev1.Pod, presets []*Preset) Result {
 	}
 	m := newMerger(pod, presets)
 	res := Result{Applied: make([]Ref, 0, len(presets))}
+	// Every preset's init containers first, so that each is a target of
+	// every preset's env, envFrom and mounts, as on a second application.
+	for _, p := range presets {
+		for i := range p.inits {
+			m.addInit(p, &p.inits[i])
+		}
+	}
 	for _, p := range presets {
 		m.apply(p)
 		res.Applied = append(res.Applied, p.ref)
@@ -145,12 +152,9 @@ func (m *merger) conflict(p *Preset, kind FieldKind, t *target, field string, ke
 	m.conflicts = append(m.conflicts, c)
 }
 
-// apply merges one preset. Init containers come first so that they are
-// targets of the preset's own env, envFrom and mounts.
+// apply merges one preset, but for its init containers, which Merge injects
+// before any preset is applied.
 func (m *merger) apply(p *Preset) {
-	for i := range p.inits {
-		m.addInit(p, &p.inits[i])
-	}
 	for i := range p.volumes {
 		m.addVolume(p, &p.volumes[i])
 	}

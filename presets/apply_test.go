@@ -120,6 +120,15 @@ func TestApply(t *testing.T) {
 			})), withEnv("app", env("A", "a")), withVolume(emptyDir("cfg")), withMount("app", mount("cfg", "/cfg")),
 				withApplied("PodPreset/p@1")),
 		},
+		"init containers injected by a later preset receive an earlier preset's env": {
+			pod: testPod(),
+			presets: []any{
+				testPP("a", injectEnv(env("A", "a"))),
+				testPP("b", injectInit(initC("setup"))),
+			},
+			want: testPod(withInitContainer(initC("setup", func(c *corev1.Container) { c.Env = []corev1.EnvVar{env("A", "a")} })),
+				withEnv("app", env("A", "a")), withApplied("PodPreset/a@1,PodPreset/b@1")),
+		},
 		"imagePullSecrets are added when absent, never a conflict": {
 			pod:     testPod(withPullSecret("own", "shared")),
 			presets: []any{testPP("p", injectPullSecret("shared", "registry"))},

@@ -34,7 +34,8 @@
 //	annotations           key                              add when absent
 //
 // Target containers are every init container and container of the pod,
-// including init containers injected by presets, unless spec.containers names
+// including init containers injected by any matching preset (they are all
+// injected before anything else is merged), unless spec.containers names
 // them. Injected env and envFrom entries keep preset order among themselves
 // (the first preset's entries first), so $(VAR) references work in preset
 // order too.

@@ -117,8 +117,10 @@ func (p *Preset) anchors() [][]labelPair {
 	for _, r := range reqs {
 		switch r.Operator() {
 		case selection.Equals, selection.DoubleEquals, selection.In:
+			// Values may repeat (in (a, a)); index each once, or a pod
+			// would find the preset twice.
 			var set []labelPair
-			for _, v := range r.ValuesUnsorted() {
+			for _, v := range r.Values().UnsortedList() {
 				set = append(set, labelPair{r.Key(), v})
 			}
 			out = append(out, set)

@@ -106,14 +106,22 @@ func newIndex(presets []*Preset) *index {
 // preset is listed under at most one value per key, and a pod has one value
 // per key, so nothing is found twice.
 func (ix *index) match(out []*Preset, podLabels, nsLabels labels.Set) []*Preset {
-	if ix == nil {
-		return out
-	}
 	start := len(out)
-	try := func(p *Preset) {
+	ix.candidates(podLabels, func(p *Preset) {
 		if p.selector.Matches(podLabels) && (p.nsSelector == nil || p.nsSelector.Matches(nsLabels)) {
 			out = append(out, p)
 		}
+	})
+	slices.SortFunc(out[start:], func(a, b *Preset) int { return strings.Compare(a.ref.Name, b.ref.Name) })
+	return out
+}
+
+// candidates calls try with every preset that may match the pod labels:
+// those indexed under one of the labels, and those with no equality
+// requirement.
+func (ix *index) candidates(podLabels labels.Set, try func(*Preset)) {
+	if ix == nil {
+		return
 	}
 	if len(ix.byLabel) > 0 {
 		for k, v := range podLabels {
@@ -125,8 +133,6 @@ func (ix *index) match(out []*Preset, podLabels, nsLabels labels.Set) []*Preset 
 	for _, p := range ix.scan {
 		try(p)
 	}
-	slices.SortFunc(out[start:], func(a, b *Preset) int { return strings.Compare(a.ref.Name, b.ref.Name) })
-	return out
 }
 
 // Match returns the presets that apply to a pod with these labels in this
