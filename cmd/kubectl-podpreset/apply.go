@@ -1,0 +1,332 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"strings"
+
+	evanphx "github.com/evanphx/json-patch/v5"
+	"github.com/spf13/cobra"
+	"gomodules.xyz/jsonpatch/v2"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/cli-runtime/pkg/resource"
+	clientscheme "k8s.io/client-go/kubernetes/scheme"
+	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+
+	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/v1alpha1"
+)
+
+// The legacy API group; its PodPreset spec is a subset of ours.
+var legacyPodPreset = schema.GroupVersionKind{Group: "settings.k8s.io", Version: "v1alpha1", Kind: "PodPreset"}
+
+type applyOptions struct {
+	files           resource.FilenameOptions
+	namespace       string
+	namespaceLabels map[string]string
+	output          string
+	failOnConflict  bool
+	streams         genericiooptions.IOStreams
+}
+
+func newApplyCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	o := &applyOptions{streams: streams}
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE|DIR|- [-f ...]",
+		Short: "Show what the webhook does to workloads, without a cluster",
+		Long: `Reads PodPresets, ClusterPodPresets, Namespaces and workloads (Pod, Deployment,
+StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, ReplicationController,
+PodTemplate), applies the presets to each workload's pod exactly as the
+webhook would, and prints the workloads in input order. Presets and Namespaces
+are not printed; any other object is printed unchanged.
+
+A workload's namespace is its metadata.namespace, else --namespace, else
+"default". A namespace's labels come from a Namespace object in the input,
+else from --namespace-labels. Conflicts are printed to stderr as warnings.
+A preset without metadata.generation is taken at generation 1, as the API
+server would create it.`,
+		Example: `  # What would the presets in presets/ do to this Deployment?
+  kubectl podpreset apply -f presets/ -f deploy.yaml
+
+  # In a pipeline, failing the build on any conflict
+  kustomize build overlays/prod | kubectl podpreset apply -f - --fail-on-conflict`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return o.run() },
+	}
+	f := cmd.Flags()
+	f.StringSliceVarP(&o.files.Filenames, "filename", "f", nil, "file, directory or - (stdin) to read; repeatable; multi-document YAML or JSON")
+	f.BoolVarP(&o.files.Recursive, "recursive", "R", false, "read directories given with -f recursively")
+	f.StringVarP(&o.namespace, "namespace", "n", "", `namespace of workloads and PodPresets that do not name one (default "default")`)
+	f.StringToStringVar(&o.namespaceLabels, "namespace-labels", nil, "labels of namespaces the input has no Namespace object for, as k=v,k2=v2")
+	f.StringVarP(&o.output, "output", "o", "yaml", "output format: yaml or json")
+	f.BoolVar(&o.failOnConflict, "fail-on-conflict", false, "exit 2 when any preset value was dropped in a conflict")
+	return cmd
+}
+
+// fail prints every error and returns the exit error.
+func (o *applyOptions) fail(errs []error) error {
+	sortErrors(errs)
+	for _, err := range errs {
+		fmt.Fprintf(o.streams.ErrOut, "error: %v\n", err)
+	}
+	return exitError{exitInvalid}
+}
+
+func (o *applyOptions) run() error {
+	if o.output != "yaml" && o.output != "json" {
+		return o.fail([]error{fmt.Errorf("--output %q: must be yaml or json", o.output)})
+	}
+	if o.namespace == "" {
+		o.namespace = "default"
+	}
+	// Every document that could be read is checked, so that one run
+	// reports every problem.
+	docs, readErrs := readDocuments(&o.files, o.streams.In)
+	in, errs := o.classify(docs)
+	if errs = append(readErrs, errs...); len(errs) > 0 {
+		return o.fail(errs)
+	}
+	out, conflicts, errs := o.mutate(in)
+	if len(errs) > 0 {
+		return o.fail(errs)
+	}
+	if err := write(o.streams.Out, o.output, out); err != nil {
+		return o.fail([]error{err})
+	}
+	if conflicts > 0 && o.failOnConflict {
+		fmt.Fprintf(o.streams.ErrOut, "error: %d preset value(s) dropped in conflicts\n", conflicts)
+		return exitError{exitConflict}
+	}
+	return nil
+}
+
+// input is the classified documents.
+type input struct {
+	presets    []*presets.Preset
+	namespaces map[string]map[string]string // name -> labels
+	workloads  []*document                  // everything to print, in order
+	objects    map[*document]runtime.Object // decoded workloads
+}
+
+var decoder = serializer.NewCodecFactory(clientscheme.Scheme).UniversalDeserializer()
+
+// classify sorts documents into presets, namespaces and objects to print,
+// checking every preset as the API server and the webhook would.
+func (o *applyOptions) classify(docs []*document) (*input, []error) {
+	in := &input{namespaces: map[string]map[string]string{}, objects: map[*document]runtime.Object{}}
+	var errs []error
+	addPreset := func(d *document, p *presets.Preset, err error) {
+		if err != nil {
+			errs = append(errs, &docError{d, err})
+			return
+		}
+		in.presets = append(in.presets, p)
+	}
+	for _, d := range docs {
+		switch {
+		case d.gvk == v1alpha1.GroupVersion.WithKind(v1alpha1.KindPodPreset) || d.gvk == legacyPodPreset:
+			if d.gvk == legacyPodPreset {
+				fmt.Fprintf(o.streams.ErrOut, "Warning: %s: settings.k8s.io/v1alpha1 is read as podpreset.dev/v1alpha1; run \"kubectl podpreset migrate\" to convert it\n", d.where())
+			}
+			var pp v1alpha1.PodPreset
+			if err := strictUnmarshal(d.raw, &pp); err != nil {
+				errs = append(errs, &docError{d, err})
+				continue
+			}
+			if pp.Namespace == "" {
+				pp.Namespace = o.namespace
+			}
+			if pp.Generation == 0 {
+				pp.Generation = 1
+			}
+			if err := presets.ValidatePodPreset(&pp).ToAggregate(); err != nil {
+				errs = append(errs, &docError{d, err})
+				continue
+			}
+			p, err := presets.CompilePodPreset(&pp)
+			addPreset(d, p, err)
+		case d.gvk == v1alpha1.GroupVersion.WithKind(v1alpha1.KindClusterPodPreset):
+			var cpp v1alpha1.ClusterPodPreset
+			if err := strictUnmarshal(d.raw, &cpp); err != nil {
+				errs = append(errs, &docError{d, err})
+				continue
+			}
+			if cpp.Generation == 0 {
+				cpp.Generation = 1
+			}
+			if err := presets.ValidateClusterPodPreset(&cpp).ToAggregate(); err != nil {
+				errs = append(errs, &docError{d, err})
+				continue
+			}
+			p, err := presets.CompileClusterPodPreset(&cpp)
+			addPreset(d, p, err)
+		case d.gvk == corev1.SchemeGroupVersion.WithKind("Namespace"):
+			var ns corev1.Namespace
+			if err := json.Unmarshal(d.raw, &ns); err != nil {
+				errs = append(errs, &docError{d, err})
+				continue
+			}
+			in.namespaces[ns.Name] = ns.Labels
+		default:
+			in.workloads = append(in.workloads, d)
+			if !clientscheme.Scheme.Recognizes(d.gvk) {
+				continue // printed unchanged
+			}
+			obj, _, err := decoder.Decode(d.raw, nil, nil)
+			if err != nil {
+				errs = append(errs, &docError{d, err})
+				continue
+			}
+			if _, _, ok := podOf(obj); ok {
+				in.objects[d] = obj
+			}
+		}
+	}
+	return in, errs
+}
+
+// strictUnmarshal decodes JSON into a typed object and fails on unknown or
+// duplicate fields, naming them.
+func strictUnmarshal(data []byte, into any) error {
+	strict, err := sigsjson.UnmarshalStrict(data, into)
+	if err != nil {
+		return err
+	}
+	if len(strict) > 0 {
+		msgs := make([]string, len(strict))
+		for i, e := range strict {
+			msgs[i] = e.Error()
+		}
+		return errors.New(strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+// namespace returns what matching needs to know of a namespace: its labels
+// from the input, else from --namespace-labels, and the
+// kubernetes.io/metadata.name label the API server sets on every namespace.
+func (o *applyOptions) namespaceOf(in *input, name string) presets.Namespace {
+	labels, ok := in.namespaces[name]
+	if !ok {
+		labels = o.namespaceLabels
+	}
+	l := maps.Clone(labels)
+	if l == nil {
+		l = map[string]string{}
+	}
+	l[corev1.LabelMetadataName] = name
+	return presets.Namespace{Name: name, Labels: l}
+}
+
+// mutate applies the presets to every workload and returns the documents to
+// print, as JSON, with the number of conflicts.
+func (o *applyOptions) mutate(in *input) ([][]byte, int, []error) {
+	set := presets.NewSet(in.presets...)
+	var out [][]byte
+	var errs []error
+	conflicts := 0
+	for _, d := range in.workloads {
+		obj, ok := in.objects[d]
+		if !ok {
+			out = append(out, d.raw)
+			continue
+		}
+		pod, setPod, _ := podOf(obj)
+		nsName := d.ns
+		if nsName == "" {
+			nsName = o.namespace
+		}
+		res := presets.Apply(pod, o.namespaceOf(in, nsName), set)
+		for _, c := range res.Conflicts {
+			fmt.Fprintf(o.streams.ErrOut, "Warning: %s %s/%s: %s\n", d.gvk.Kind, nsName, d.name, c)
+		}
+		conflicts += len(res.Conflicts)
+		if !res.Changed {
+			out = append(out, d.raw)
+			continue
+		}
+		mutated, err := patchRaw(d.raw, obj, func() { setPod(res.Pod) })
+		if err != nil {
+			errs = append(errs, &docError{d, err})
+			continue
+		}
+		out = append(out, mutated)
+	}
+	return out, conflicts, errs
+}
+
+// patchRaw applies a change made to a typed object to the raw document it
+// was decoded from, as a JSON patch, so that fields the typed object does
+// not know survive untouched.
+func patchRaw(raw []byte, obj runtime.Object, change func()) ([]byte, error) {
+	before, err := json.Marshal(obj)
+	if err != nil {
+		return nil, fmt.Errorf("encoding: %w", err)
+	}
+	change()
+	after, err := json.Marshal(obj)
+	if err != nil {
+		return nil, fmt.Errorf("encoding: %w", err)
+	}
+	ops, err := jsonpatch.CreatePatch(before, after)
+	if err != nil {
+		return nil, fmt.Errorf("computing patch: %w", err)
+	}
+	patchJSON, err := json.Marshal(ops)
+	if err != nil {
+		return nil, fmt.Errorf("encoding patch: %w", err)
+	}
+	patch, err := evanphx.DecodePatch(patchJSON)
+	if err != nil {
+		return nil, fmt.Errorf("decoding patch: %w", err)
+	}
+	out, err := patch.Apply(raw)
+	if err != nil {
+		return nil, fmt.Errorf("applying patch: %w", err)
+	}
+	return out, nil
+}
+
+// write prints documents as YAML (separated by ---) or as a JSON v1 List,
+// keys sorted.
+func write(w io.Writer, format string, docs [][]byte) error {
+	if format == "json" {
+		// Decoded and encoded again, so keys come out sorted whatever
+		// order the patch added them in, as in the YAML output.
+		items := make([]any, len(docs))
+		for i, d := range docs {
+			if err := json.Unmarshal(d, &items[i]); err != nil {
+				return err
+			}
+		}
+		b, err := json.MarshalIndent(map[string]any{"apiVersion": "v1", "kind": "List", "items": items}, "", "    ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	for i, d := range docs {
+		y, err := yaml.JSONToYAML(d)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			if _, err := io.WriteString(w, "---\n"); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(y); err != nil {
+			return err
+		}
+	}
+	return nil
+}

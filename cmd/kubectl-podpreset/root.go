@@ -1,0 +1,48 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+)
+
+// exitError carries an exit code; its message has already been printed.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// Exit codes.
+const (
+	exitInvalid  = 1 // bad input or flags
+	exitConflict = 2 // --fail-on-conflict and a conflict was found
+)
+
+func exitCode(err error) int {
+	if e, ok := errors.AsType[exitError](err); ok {
+		return e.code
+	}
+	return exitInvalid
+}
+
+func newRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "kubectl-podpreset",
+		Short: "Work with podpreset.dev PodPresets offline",
+		Long: `kubectl-podpreset shows what the podpreset webhook does to workloads,
+and migrates settings.k8s.io/v1alpha1 PodPresets, without a cluster.
+
+Install it on your PATH to use it as "kubectl podpreset".`,
+		Annotations: map[string]string{
+			cobra.CommandDisplayNameAnnotation: "kubectl podpreset",
+		},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	root.AddCommand(newApplyCommand(streams), newMigrateCommand(streams))
+	return root
+}
