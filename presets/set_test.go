@@ -182,4 +182,3 @@ func TestCompileRejectsBadSelector(t *testing.T) {
 		t.Errorf("error %q does not name %q", err, want)
 	}
 }
-
