@@ -1,6 +1,7 @@
 package presets
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 
@@ -198,4 +199,25 @@ func countSources(vs *corev1.VolumeSource) int {
 		}
 	}
 	return n
+}
+
+// Advise returns advice on a valid preset that is not an error: things that
+// work but are probably not what was meant. The validating webhook returns
+// it as warnings.
+func Advise(spec *v1alpha1.PodPresetSpec, p *field.Path) []string {
+	var out []string
+	if len(spec.Containers) > 0 && len(spec.Env)+len(spec.EnvFrom)+len(spec.VolumeMounts) == 0 {
+		out = append(out, p.Child("containers").String()+": has no effect, as the preset injects no env, envFrom or volumeMounts")
+	}
+	vols := sets.New[string]()
+	for _, v := range spec.Volumes {
+		vols.Insert(v.Name)
+	}
+	for i, m := range spec.VolumeMounts {
+		if !vols.Has(m.Name) {
+			out = append(out, fmt.Sprintf("%s: volume %q is not in %s: pods must define it themselves, or they will be rejected",
+				p.Child("volumeMounts").Index(i).Child("name"), m.Name, p.Child("volumes")))
+		}
+	}
+	return out
 }

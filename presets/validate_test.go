@@ -104,3 +104,29 @@ func errorSummary(errs field.ErrorList) []string {
 	}
 	return out
 }
+
+func TestAdvise(t *testing.T) {
+	cases := map[string]struct {
+		pp   *v1alpha1.PodPreset
+		want []string
+	}{
+		"nothing to say": {
+			pp: testPP("ok", injectVolume(emptyDir("v")), injectMount(mount("v", "/v")), targeting("app")),
+		},
+		"containers with nothing per container": {
+			pp:   testPP("p", targeting("app"), injectAnnotation("a", "b")),
+			want: []string{"spec.containers: has no effect, as the preset injects no env, envFrom or volumeMounts"},
+		},
+		"a mount of a volume the preset does not define": {
+			pp:   testPP("p", injectMount(mount("data", "/data"))),
+			want: []string{`spec.volumeMounts[0].name: volume "data" is not in spec.volumes: pods must define it themselves, or they will be rejected`},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, Advise(&tc.pp.Spec, field.NewPath("spec"))); diff != "" {
+				t.Errorf("advice (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

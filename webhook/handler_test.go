@@ -1,0 +1,307 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	evanphx "github.com/evanphx/json-patch/v5"
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/v1alpha1"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/ (make golden)")
+
+func testScheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// testMutator is a PodMutator whose store holds the given presets and whose
+// namespaces are "shop" (team=payments) and kube-system.
+func testMutator(t *testing.T, objs ...any) *PodMutator {
+	t.Helper()
+	store := NewStore()
+	for _, o := range objs {
+		var p *presets.Preset
+		var err error
+		switch o := o.(type) {
+		case *v1alpha1.PodPreset:
+			p, err = presets.CompilePodPreset(o)
+		case *v1alpha1.ClusterPodPreset:
+			p, err = presets.CompileClusterPodPreset(o)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		store.Put(p)
+	}
+	store.rebuild()
+	s := testScheme(t)
+	namespaces := fake.NewClientBuilder().WithScheme(s).WithObjects(
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"team": "payments", corev1.LabelMetadataName: "shop"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-system"}},
+	).Build()
+	return &PodMutator{Presets: store, Namespaces: namespaces, Decoder: admission.NewDecoder(s), OwnNamespace: "podpreset-system"}
+}
+
+func cartPresets() []any {
+	pp := &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: "cart-db", Namespace: "shop", Generation: 3}}
+	pp.Spec.Selector = metav1.LabelSelector{MatchLabels: map[string]string{"app": "cart"}}
+	pp.Spec.Env = []v1alpha1.EnvVar{{Name: "DB_HOST", Value: "db.shop.svc"}, {Name: "DB_PORT", Value: "5432"}}
+	cpp := &v1alpha1.ClusterPodPreset{ObjectMeta: metav1.ObjectMeta{Name: "logging", Generation: 1}}
+	cpp.Spec.NamespaceSelector = metav1.LabelSelector{MatchLabels: map[string]string{"team": "payments"}}
+	cpp.Spec.Env = []v1alpha1.EnvVar{{Name: "LOG_FORMAT", Value: "json"}}
+	cpp.Spec.Annotations = map[string]string{"prometheus.io/scrape": "true"}
+	return []any{pp, cpp}
+}
+
+// serve sends a body through the HTTP path the API server uses.
+func serve(t *testing.T, h admission.Handler, body []byte, contentType string) *httptest.ResponseRecorder {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/mutate-pods", bytes.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
+	WithHTTPErrors(&admission.Webhook{Handler: h}).ServeHTTP(rec, req)
+	return rec
+}
+
+func review(t *testing.T, rec *httptest.ResponseRecorder) *admissionv1.AdmissionResponse {
+	t.Helper()
+	if rec.Code != http.StatusOK {
+		t.Fatalf("HTTP %d: %s", rec.Code, rec.Body)
+	}
+	var r admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil {
+		t.Fatalf("answer is not an AdmissionReview: %v\n%s", err, rec.Body)
+	}
+	if r.Response == nil {
+		t.Fatalf("AdmissionReview without a response: %s", rec.Body)
+	}
+	return r.Response
+}
+
+func fixture(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestPodMutatorInjects(t *testing.T) {
+	body := fixture(t, "pod-create.json")
+	before := testutil.ToFloat64(admissionTotal.WithLabelValues(ResultInjected))
+	resp := review(t, serve(t, testMutator(t, cartPresets()...), body, "application/json"))
+	if !resp.Allowed || resp.UID != "0df28fbd-5f5f-11e8-bc74-36e6bb280816" {
+		t.Fatalf("allowed=%v uid=%q, want true and the request's UID", resp.Allowed, resp.UID)
+	}
+	if resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
+		t.Fatalf("patch type %v, want JSONPatch", resp.PatchType)
+	}
+	// Apply the patch to the raw object, as the API server does.
+	var in admissionv1.AdmissionReview
+	if err := json.Unmarshal(body, &in); err != nil {
+		t.Fatal(err)
+	}
+	patch, err := evanphx.DecodePatch(resp.Patch)
+	if err != nil {
+		t.Fatalf("the patch does not decode: %v", err)
+	}
+	mutated, err := patch.Apply(in.Request.Object.Raw)
+	if err != nil {
+		t.Fatalf("the patch does not apply: %v", err)
+	}
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, mutated, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "pod-create.mutated.golden.json", pretty.String()+"\n")
+	if !strings.Contains(string(mutated), `"x-field-from-a-newer-kubernetes":{"kept":true}`) {
+		t.Errorf("a field the Go types do not know was lost:\n%s", mutated)
+	}
+	wantWarnings := []string{`podpreset: PodPreset/cart-db@3: spec.containers[name=cart].env[name=DB_HOST]: kept {"name":"DB_HOST","value":"localhost"} (the pod's own), dropped {"name":"DB_HOST","value":"db.shop.svc"}`}
+	if diff := cmp.Diff(wantWarnings, resp.Warnings); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
+	}
+	if got := testutil.ToFloat64(admissionTotal.WithLabelValues(ResultInjected)) - before; got != 1 {
+		t.Errorf("podpreset_admission_total{result=injected} grew by %v, want 1", got)
+	}
+}
+
+func TestPodMutatorLeavesAlone(t *testing.T) {
+	cases := map[string]struct {
+		fixture string
+		result  string
+		reason  string
+	}{
+		"an opted-out pod":           {fixture: "pod-create-excluded.json", result: ResultSkipped, reason: "podpreset.dev/exclude"},
+		"an update":                  {fixture: "pod-update.json", result: ResultSkipped, reason: "not a CREATE"},
+		"the ephemeral containers":   {fixture: "pod-ephemeralcontainers.json", result: ResultSkipped, reason: "subresource"},
+		"a pod in kube-system":       {fixture: "pod-create-kube-system.json", result: ResultSkipped, reason: "kube-system"},
+		"a pod in its own namespace": {fixture: "pod-create-own-namespace.json", result: ResultSkipped, reason: "own namespace"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			before := testutil.ToFloat64(admissionTotal.WithLabelValues(tc.result))
+			resp := review(t, serve(t, testMutator(t, cartPresets()...), fixture(t, tc.fixture), "application/json"))
+			if !resp.Allowed || len(resp.Patch) > 0 {
+				t.Fatalf("allowed=%v patch=%s, want allowed with no patch", resp.Allowed, resp.Patch)
+			}
+			if resp.Result == nil || !strings.Contains(resp.Result.Message, tc.reason) {
+				t.Errorf("reason %v does not mention %q", resp.Result, tc.reason)
+			}
+			if got := testutil.ToFloat64(admissionTotal.WithLabelValues(tc.result)) - before; got != 1 {
+				t.Errorf("podpreset_admission_total{result=%s} grew by %v, want 1", tc.result, got)
+			}
+		})
+	}
+}
+
+func TestPodMutatorNoMatchIsUnchanged(t *testing.T) {
+	before := testutil.ToFloat64(admissionTotal.WithLabelValues(ResultUnchanged))
+	resp := review(t, serve(t, testMutator(t), fixture(t, "pod-create.json"), "application/json"))
+	if !resp.Allowed || len(resp.Patch) > 0 {
+		t.Fatalf("allowed=%v patch=%s, want allowed with no patch", resp.Allowed, resp.Patch)
+	}
+	if got := testutil.ToFloat64(admissionTotal.WithLabelValues(ResultUnchanged)) - before; got != 1 {
+		t.Errorf("podpreset_admission_total{result=unchanged} grew by %v, want 1", got)
+	}
+}
+
+func TestMalformedRequests(t *testing.T) {
+	cases := map[string]struct {
+		body        string
+		contentType string
+		status      int
+		message     string
+	}{
+		"an empty body":          {body: "", contentType: "application/json", status: http.StatusBadRequest, message: "request body is empty"},
+		"not JSON":               {body: "{not json", contentType: "application/json", status: http.StatusBadRequest, message: "invalid AdmissionReview"},
+		"another content type":   {body: "{}", contentType: "text/plain", status: http.StatusBadRequest, message: "contentType=text/plain"},
+		"JSON that is no review": {body: `[1, 2, 3]`, contentType: "application/json", status: http.StatusBadRequest, message: "invalid AdmissionReview"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			rec := serve(t, testMutator(t, cartPresets()...), []byte(tc.body), tc.contentType)
+			if rec.Code != tc.status || !strings.Contains(rec.Body.String(), tc.message) {
+				t.Errorf("HTTP %d %q, want %d containing %q", rec.Code, rec.Body, tc.status, tc.message)
+			}
+		})
+	}
+}
+
+func TestUndecodablePodIsAnErrorNotAPanic(t *testing.T) {
+	before := testutil.ToFloat64(admissionTotal.WithLabelValues(ResultError))
+	resp := review(t, serve(t, testMutator(t, cartPresets()...), fixture(t, "pod-create-undecodable.json"), "application/json"))
+	if resp.Allowed || resp.Result == nil || resp.Result.Code != http.StatusBadRequest || !strings.Contains(resp.Result.Message, "decoding pod") {
+		t.Fatalf("allowed=%v result=%v, want a 400 that says decoding pod", resp.Allowed, resp.Result)
+	}
+	if got := testutil.ToFloat64(admissionTotal.WithLabelValues(ResultError)) - before; got != 1 {
+		t.Errorf("podpreset_admission_total{result=error} grew by %v, want 1", got)
+	}
+}
+
+func TestPresetValidator(t *testing.T) {
+	v := &PresetValidator{Decoder: admission.NewDecoder(testScheme(t))}
+	cases := map[string]struct {
+		fixture  string
+		allowed  bool
+		messages []string // substrings of the denial
+		warnings []string
+	}{
+		"a valid PodPreset, with advice": {
+			fixture:  "podpreset-create.json",
+			allowed:  true,
+			warnings: []string{`spec.volumeMounts[0].name: volume "tls" is not in spec.volumes: pods must define it themselves, or they will be rejected`},
+		},
+		"an invalid PodPreset names every field": {
+			fixture:  "podpreset-create-invalid.json",
+			messages: []string{`PodPreset.podpreset.dev "cart-db" is invalid`, "spec.selector.matchExpressions[0].operator", "spec.env[2].name"},
+		},
+		"an invalid ClusterPodPreset names the namespace selector": {
+			fixture:  "clusterpodpreset-create-invalid.json",
+			messages: []string{`ClusterPodPreset.podpreset.dev "logging" is invalid`, "spec.namespaceSelector.matchLabels"},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			resp := review(t, serve(t, v, fixture(t, tc.fixture), "application/json"))
+			if resp.Allowed != tc.allowed {
+				t.Fatalf("allowed=%v, want %v: %v", resp.Allowed, tc.allowed, resp.Result)
+			}
+			for _, m := range tc.messages {
+				if resp.Result == nil || !strings.Contains(resp.Result.Message, m) {
+					t.Errorf("denial %v does not contain %q", resp.Result, m)
+				}
+			}
+			if !tc.allowed && (resp.Result.Reason != metav1.StatusReasonInvalid || resp.Result.Code != http.StatusUnprocessableEntity) {
+				t.Errorf("denial reason %s code %d, want Invalid 422", resp.Result.Reason, resp.Result.Code)
+			}
+			if diff := cmp.Diff(tc.warnings, resp.Warnings); diff != "" {
+				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestStoreFollowsPutAndDelete(t *testing.T) {
+	s := NewStore()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	p, err := presets.CompilePodPreset(cartPresets()[0].(*v1alpha1.PodPreset))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Put(p)
+	waitFor(t, func() bool { return s.Set().Len() == 1 })
+	s.Delete(v1alpha1.KindPodPreset, "shop", "cart-db")
+	waitFor(t, func() bool { return s.Set().Len() == 0 })
+	cancel()
+	<-done
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run make golden)", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", name, diff)
+	}
+}

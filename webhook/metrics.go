@@ -1,0 +1,52 @@
+package webhook
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/podpreset/podpreset/presets"
+)
+
+// Results counted by podpreset_admission_total.
+const (
+	ResultInjected  = "injected"  // presets changed the pod
+	ResultUnchanged = "unchanged" // no preset matched, or everything was there
+	ResultSkipped   = "skipped"   // guard, opt-out, mirror pod, excluded namespace
+	ResultError     = "error"     // the request could not be served
+)
+
+var (
+	admissionTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podpreset_admission_total",
+		Help: "Pod admission requests by result: injected, unchanged, skipped or error.",
+	}, []string{"result"})
+	conflictsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podpreset_conflicts_total",
+		Help: "Preset values dropped because the pod or an earlier preset set the key, by kind of entry.",
+	}, []string{"kind"})
+	presetsAppliedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podpreset_presets_applied_total",
+		Help: "Presets applied to pods, by kind of preset.",
+	}, []string{"preset_kind"})
+	presetsCached = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "podpreset_presets_cached",
+		Help: "PodPresets and ClusterPodPresets compiled in the webhook's index.",
+	})
+)
+
+func init() {
+	metrics.Registry.MustRegister(admissionTotal, conflictsTotal, presetsAppliedTotal, presetsCached)
+	// Start every series at zero, so that rates work from the first request.
+	for _, r := range []string{ResultInjected, ResultUnchanged, ResultSkipped, ResultError} {
+		admissionTotal.WithLabelValues(r)
+	}
+}
+
+func countResult(res presets.Result) {
+	for _, c := range res.Conflicts {
+		conflictsTotal.WithLabelValues(string(c.Kind)).Inc()
+	}
+	for _, r := range res.Applied {
+		presetsAppliedTotal.WithLabelValues(r.Kind).Inc()
+	}
+}
