@@ -13,9 +13,14 @@ BIN     := $(CURDIR)/bin
 CONTROLLER_GEN := $(BIN)/controller-gen
 export GOFLAGS ?= -buildvcs=false
 
-# Where controller-gen reads markers and writes CRDs.
+# Where controller-gen reads markers and writes CRDs, RBAC and webhook
+# configurations.
 API_PATHS := ./presets/...
-CRD_DIR   := manifests/crd
+GEN_PATHS := ./presets/...;./cmd/...
+GENERATED := manifests/crd manifests/rbac/role.yaml manifests/webhook/manifests.yaml
+MANIFESTS_GEN = $(CONTROLLER_GEN) crd rbac:roleName=webhook webhook paths="$(GEN_PATHS)" \
+	output:crd:artifacts:config=manifests/crd output:rbac:artifacts:config=manifests/rbac \
+	output:webhook:artifacts:config=manifests/webhook
 
 .PHONY: help
 help: ## List the targets.
@@ -46,8 +51,8 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code from the API types.
 	$(CONTROLLER_GEN) object paths=$(API_PATHS)
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRDs from the API types.
-	$(CONTROLLER_GEN) crd paths=$(API_PATHS) output:crd:artifacts:config=$(CRD_DIR)
+manifests: $(CONTROLLER_GEN) ## Generate the CRDs, RBAC and webhook configurations from markers.
+	$(MANIFESTS_GEN)
 
 .PHONY: verify
 verify: $(CONTROLLER_GEN) ## Fail on gofmt, go vet, go mod tidy or generated-file drift.
@@ -58,9 +63,8 @@ verify: $(CONTROLLER_GEN) ## Fail on gofmt, go vet, go mod tidy or generated-fil
 	@echo "verify: go mod tidy (hack/tools)"; cd hack/tools && $(GO) mod tidy -diff
 	@echo "verify: generated files"; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	  tar --exclude=./bin --exclude=./.git -cf - . | tar -C "$$tmp" -xf -; \
-	  (cd "$$tmp" && $(CONTROLLER_GEN) object paths=$(API_PATHS) && \
-	    $(CONTROLLER_GEN) crd paths=$(API_PATHS) output:crd:artifacts:config=$(CRD_DIR)); \
-	  if ! diff -ru presets "$$tmp/presets" || ! diff -ru $(CRD_DIR) "$$tmp/$(CRD_DIR)"; then \
+	  (cd "$$tmp" && $(CONTROLLER_GEN) object paths=$(API_PATHS) && $(MANIFESTS_GEN)); \
+	  if ! diff -ru presets "$$tmp/presets" || ! diff -ru manifests "$$tmp/manifests"; then \
 	    echo "generated files are out of date: run 'make generate manifests' and commit"; exit 1; fi
 	@echo "verify: ok"
 

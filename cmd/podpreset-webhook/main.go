@@ -1,0 +1,39 @@
+// Command podpreset-webhook is podpreset's server: one controller-runtime
+// manager serving the pod mutating webhook and the preset validating webhook,
+// with informer caches for PodPresets, ClusterPodPresets and Namespaces so
+// that admission makes no API call.
+//
+// main parses flags into Options, validates them and calls run; run is what
+// the e2e tests and `make run` start.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+)
+
+func main() {
+	opts, err := parseFlags(os.Args[1:])
+	if errors.Is(err, pflag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err == nil {
+		err = opts.Validate()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "podpreset-webhook: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, opts); err != nil {
+		fmt.Fprintf(os.Stderr, "podpreset-webhook: %v\n", err)
+		os.Exit(1)
+	}
+}

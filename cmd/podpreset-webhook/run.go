@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+
+	gozap "go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/podpreset/podpreset/presets/v1alpha1"
+	"github.com/podpreset/podpreset/webhook"
+)
+
+// Paths the webhook configurations call.
+const (
+	mutatePodsPath      = "/mutate-pods"
+	validatePresetsPath = "/validate-presets"
+)
+
+// RBAC for the server, generated into manifests/rbac by `make manifests`.
+// +kubebuilder:rbac:groups=podpreset.dev,resources=podpresets;clusterpodpresets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=system
+
+// The webhook configurations, generated into manifests/webhook; the
+// kustomize base adds the namespaceSelector and the service.
+// +kubebuilder:webhook:path=/mutate-pods,mutating=true,failurePolicy=ignore,sideEffects=None,groups="",resources=pods,verbs=create,versions=v1,name=pods.podpreset.dev,admissionReviewVersions=v1,reinvocationPolicy=IfNeeded,timeoutSeconds=5,matchPolicy=Equivalent
+// +kubebuilder:webhook:path=/validate-presets,mutating=false,failurePolicy=ignore,sideEffects=None,groups=podpreset.dev,resources=podpresets;clusterpodpresets,verbs=create;update,versions=v1alpha1,name=presets.podpreset.dev,admissionReviewVersions=v1,timeoutSeconds=5,matchPolicy=Equivalent
+
+func newScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		return rest.InClusterConfig()
+	}
+	return clientcmd.BuildConfigFromFlags("", kubeconfig)
+}
+
+// run starts the manager and blocks until ctx ends or the manager fails.
+func run(ctx context.Context, opts Options) error {
+	level := zapcore.Level(-opts.LogLevel)
+	log := zap.New(zap.UseDevMode(false), zap.Level(level), func(o *zap.Options) {
+		if opts.LogFormat == "text" {
+			o.Encoder = zapcore.NewConsoleEncoder(gozap.NewDevelopmentEncoderConfig())
+		}
+	})
+	ctrl.SetLogger(log)
+	ctx = ctrl.LoggerInto(ctx, log)
+
+	cfg, err := restConfig(opts.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	scheme, err := newScheme()
+	if err != nil {
+		return fmt.Errorf("building the scheme: %w", err)
+	}
+	tlsOpts := []func(*tls.Config){}
+	if !opts.EnableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	server := crwebhook.NewServer(crwebhook.Options{Host: opts.Host, Port: opts.Port, CertDir: opts.CertDir, TLSOpts: tlsOpts})
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Logger:                  log,
+		WebhookServer:           server,
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsBindAddress},
+		HealthProbeBindAddress:  opts.HealthProbeBindAddress,
+		LeaderElection:          opts.LeaderElect,
+		LeaderElectionID:        "podpreset-webhook.podpreset.dev",
+		LeaderElectionNamespace: opts.Namespace,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+
+	store := webhook.NewStore()
+	if err := mgr.Add(storeRunnable{store: store, mgr: mgr}); err != nil {
+		return fmt.Errorf("adding the preset store: %w", err)
+	}
+	decoder := admission.NewDecoder(scheme)
+	server.Register(mutatePodsPath, webhook.WithHTTPErrors(&admission.Webhook{Handler: &webhook.PodMutator{
+		Presets: store, Namespaces: mgr.GetCache(), Decoder: decoder, OwnNamespace: opts.Namespace,
+	}}))
+	server.Register(validatePresetsPath, webhook.WithHTTPErrors(&admission.Webhook{Handler: &webhook.PresetValidator{Decoder: decoder}}))
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the health check: %w", err)
+	}
+	// Ready means the webhook server answers TLS with its certificate and
+	// the preset index holds what the informers listed.
+	if err := mgr.AddReadyzCheck("webhook-server", server.StartedChecker()); err != nil {
+		return fmt.Errorf("adding the readiness check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("presets", func(*http.Request) error {
+		if !store.Ready() {
+			return fmt.Errorf("the preset index is not loaded yet")
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("adding the readiness check: %w", err)
+	}
+	log.Info("starting", "port", opts.Port, "certDir", opts.CertDir, "namespace", opts.Namespace)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("running the manager: %w", err)
+	}
+	return nil
+}
+
+// storeRunnable keeps the preset index up to date on every replica (it
+// does not need leader election).
+type storeRunnable struct {
+	store *webhook.Store
+	mgr   manager.Manager
+}
+
+var _ manager.LeaderElectionRunnable = storeRunnable{}
+
+func (r storeRunnable) NeedLeaderElection() bool { return false }
+
+func (r storeRunnable) Start(ctx context.Context) error {
+	if err := r.store.Watch(ctx, r.mgr.GetCache()); err != nil {
+		return err
+	}
+	r.store.Run(ctx)
+	return nil
+}

@@ -1,0 +1,135 @@
+package manifests
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/resmap"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+// build runs kustomize on a directory, as `kubectl apply -k` does.
+func build(t *testing.T, dir string) resmap.ResMap {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	return m
+}
+
+// object finds one object by kind and name and decodes it.
+func object(t *testing.T, m resmap.ResMap, kind, name string, into any) {
+	t.Helper()
+	for _, r := range m.Resources() {
+		if r.GetKind() == kind && r.GetName() == name {
+			b, err := r.AsYAML()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := yaml.UnmarshalStrict(b, into); err != nil {
+				t.Fatalf("%s %s: %v", kind, name, err)
+			}
+			return
+		}
+	}
+	var have []string
+	for _, r := range m.Resources() {
+		have = append(have, r.GetKind()+"/"+r.GetName())
+	}
+	t.Fatalf("no %s %s in %v", kind, name, have)
+}
+
+func TestDefaultInstall(t *testing.T) {
+	m := build(t, "default")
+	var have []string
+	for _, r := range m.Resources() {
+		have = append(have, r.GetKind()+" "+r.GetNamespace()+"/"+r.GetName())
+	}
+	want := []string{
+		"Namespace /podpreset-system",
+		"CustomResourceDefinition /podpresets.podpreset.dev",
+		"CustomResourceDefinition /clusterpodpresets.podpreset.dev",
+		"ServiceAccount podpreset-system/podpreset-webhook",
+		"Role podpreset-system/podpreset-webhook",
+		"ClusterRole /podpreset-webhook",
+		"RoleBinding podpreset-system/podpreset-webhook",
+		"ClusterRoleBinding /podpreset-webhook",
+		"Service podpreset-system/podpreset-webhook-service",
+		"Deployment podpreset-system/podpreset-webhook",
+		"PodDisruptionBudget podpreset-system/podpreset-webhook",
+		"MutatingWebhookConfiguration /podpreset-webhook",
+		"ValidatingWebhookConfiguration /podpreset-webhook",
+	}
+	if diff := cmp.Diff(want, have, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+		t.Errorf("objects (-want +got):\n%s", diff)
+	}
+
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	object(t, m, "MutatingWebhookConfiguration", "podpreset-webhook", &mwc)
+	w := mwc.Webhooks[0]
+	if *w.FailurePolicy != admissionregistrationv1.Ignore || *w.TimeoutSeconds != 5 || *w.SideEffects != admissionregistrationv1.SideEffectClassNone ||
+		*w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy {
+		t.Errorf("pod webhook: failurePolicy %s, timeout %d, sideEffects %s, reinvocation %s; want Ignore, 5, None, IfNeeded",
+			*w.FailurePolicy, *w.TimeoutSeconds, *w.SideEffects, *w.ReinvocationPolicy)
+	}
+	if got := w.Rules[0].Operations; !cmp.Equal(got, []admissionregistrationv1.OperationType{admissionregistrationv1.Create}) {
+		t.Errorf("pod webhook operations %v, want CREATE only", got)
+	}
+	if s := w.ClientConfig.Service; s == nil || s.Namespace != "podpreset-system" || s.Name != "podpreset-webhook-service" || *s.Path != "/mutate-pods" {
+		t.Errorf("pod webhook service %+v, want podpreset-system/podpreset-webhook-service /mutate-pods", s)
+	}
+	wantSel := `matchExpressions:
+- key: kubernetes.io/metadata.name
+  operator: NotIn
+  values:
+  - kube-system
+  - podpreset-system
+- key: podpreset.dev/ignore
+  operator: NotIn
+  values:
+  - "true"
+`
+	sel, _ := yaml.Marshal(w.NamespaceSelector)
+	if diff := cmp.Diff(wantSel, string(sel)); diff != "" {
+		t.Errorf("pod webhook namespaceSelector (-want +got):\n%s", diff)
+	}
+	if mwc.Annotations["cert-manager.io/inject-ca-from"] != "podpreset-system/podpreset-webhook" {
+		t.Errorf("no cert-manager CA injection annotation: %v", mwc.Annotations)
+	}
+
+	var d appsv1.Deployment
+	object(t, m, "Deployment", "podpreset-webhook", &d)
+	pod := d.Spec.Template.Spec
+	c := pod.Containers[0]
+	switch {
+	case *d.Spec.Replicas < 2:
+		t.Errorf("replicas %d, want at least 2", *d.Spec.Replicas)
+	case pod.Affinity == nil || pod.Affinity.PodAntiAffinity == nil:
+		t.Error("no pod anti-affinity")
+	case pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot:
+		t.Error("the pod may run as root")
+	case c.SecurityContext == nil || c.SecurityContext.ReadOnlyRootFilesystem == nil || !*c.SecurityContext.ReadOnlyRootFilesystem:
+		t.Error("the root filesystem is writable")
+	case c.SecurityContext.AllowPrivilegeEscalation == nil || *c.SecurityContext.AllowPrivilegeEscalation:
+		t.Error("privilege escalation allowed")
+	case c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero():
+		t.Error("no resource requests")
+	case c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe == nil:
+		t.Error("probes missing")
+	case c.Image != "ghcr.io/podpreset/podpreset-webhook:v0.1.0":
+		t.Errorf("image %s", c.Image)
+	}
+	var ns corev1.Namespace
+	object(t, m, "Namespace", "podpreset-system", &ns)
+	if ns.Labels["podpreset.dev/ignore"] != "true" {
+		t.Errorf("the webhook's namespace is not labelled podpreset.dev/ignore=true: %v", ns.Labels)
+	}
+}
