@@ -96,6 +96,8 @@ func run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 
+	// The manager runs the webhook server once it has been asked for it.
+	server = mgr.GetWebhookServer()
 	store := webhook.NewStore()
 	if err := mgr.Add(storeRunnable{store: store, mgr: mgr}); err != nil {
 		return fmt.Errorf("adding the preset store: %w", err)
