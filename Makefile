@@ -30,9 +30,14 @@ help: ## List the targets.
 build: ## Build podpreset's binaries into bin/.
 	$(GO) build -o $(BIN)/ ./cmd/...
 
+.PHONY: servers
+servers: ## Build etcd, kube-apiserver, kube-controller-manager and kubectl into bin/ (once).
+	hack/build-servers.sh
+
 .PHONY: test
-test: ## Run every test: unit, golden CLI and fuzz seeds (with the race detector).
-	$(GO) test -race -count=1 ./...
+test: servers ## Run every test: unit, handler, golden CLI, fuzz seeds and e2e on a real control plane.
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -count=1 -timeout 20m ./test/e2e/...
 
 .PHONY: bench
 bench: ## Run the benchmarks (engine: 10, 1,000 and 10,000 presets).
@@ -69,10 +74,8 @@ verify: $(CONTROLLER_GEN) ## Fail on gofmt, go vet, go mod tidy or generated-fil
 	@echo "verify: ok"
 
 .PHONY: run
-run: ## Run the webhook on a local control plane with the examples (coming with the webhook).
-	@echo "make run: the webhook and its local control plane are not built yet (issue 3)."
-	@echo "Meanwhile, see what the presets do offline:"
-	$(GO) run ./cmd/kubectl-podpreset apply -f cmd/kubectl-podpreset/testdata/apply/mysql/input.yaml
+run: servers ## Run the webhook on a local control plane with the examples, until Ctrl-C.
+	$(GO) run ./hack/localrun
 
 $(CONTROLLER_GEN): hack/tools/go.mod hack/tools/go.sum
 	cd hack/tools && $(GO) build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen

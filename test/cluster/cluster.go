@@ -23,15 +23,21 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
 // WebhookNamespace is the namespace the webhook is told it runs in; the
@@ -51,6 +57,7 @@ type Cluster struct {
 	dir     string
 	kcm     *process
 	webhook *process
+	metrics string // the webhook's /metrics URL
 	logs    io.Writer
 }
 
@@ -193,13 +200,18 @@ func (c *Cluster) StartWebhook(ctx context.Context, binary string, out io.Writer
 	if err != nil {
 		return err
 	}
+	metrics, err := freePort()
+	if err != nil {
+		return err
+	}
+	c.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)
 	args := append([]string{
 		"--kubeconfig=" + c.Kubeconfig,
 		"--namespace=" + WebhookNamespace,
 		"--host=" + w.LocalServingHost,
 		"--port=" + strconv.Itoa(w.LocalServingPort),
 		"--cert-dir=" + w.LocalServingCertDir,
-		"--metrics-bind-address=0",
+		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metrics),
 		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(health),
 	}, extraArgs...)
 	if out == nil {
@@ -229,6 +241,106 @@ func (c *Cluster) StartWebhook(ctx context.Context, binary string, out io.Writer
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// WaitForPresets waits until the webhook's index holds every PodPreset and
+// ClusterPodPreset the API server has, as its podpreset_presets_cached
+// metric says: a pod created after that receives them all.
+func (c *Cluster) WaitForPresets(ctx context.Context) error {
+	cl, err := client.New(c.Config, client.Options{Scheme: scheme()})
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var pps v1alpha1.PodPresetList
+		var cpps v1alpha1.ClusterPodPresetList
+		if err := cl.List(ctx, &pps); err != nil {
+			return err
+		}
+		if err := cl.List(ctx, &cpps); err != nil {
+			return err
+		}
+		want := len(pps.Items) + len(cpps.Items)
+		got, err := c.cachedPresets()
+		if err == nil && got == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the webhook's index holds %d presets after 30s, the API server %d (%v)", got, want, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cachedPresets reads podpreset_presets_cached from the webhook's metrics.
+func (c *Cluster) cachedPresets() (int, error) {
+	if c.metrics == "" {
+		return 0, errors.New("the webhook is not running")
+	}
+	resp, err := http.Get(c.metrics)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "podpreset_presets_cached "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return int(f), err
+		}
+	}
+	return 0, errors.New("no podpreset_presets_cached in the webhook's metrics")
+}
+
+// ApplyExample applies an example directory with kubectl as a person
+// would, but in two steps: the namespaces and presets (files not starting
+// with 20-), then, once the webhook holds the presets, the workloads (20-*).
+// It returns what kubectl printed.
+func (c *Cluster) ApplyExample(ctx context.Context, dir string) (string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	var first, then []string
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".yaml") {
+			continue
+		}
+		if strings.HasPrefix(e.Name(), "20-") {
+			then = append(then, filepath.Join(dir, e.Name()))
+		} else {
+			first = append(first, filepath.Join(dir, e.Name()))
+		}
+	}
+	if len(first) == 0 || len(then) == 0 {
+		return "", fmt.Errorf("%s: want namespace and preset files and 20- workload files", dir)
+	}
+	var out strings.Builder
+	apply := func(files []string) error {
+		for _, f := range files {
+			o, _, err := c.Kubectl(ctx, nil, "apply", "-f", f)
+			out.WriteString(o)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := apply(first); err != nil {
+		return out.String(), err
+	}
+	if err := c.WaitForPresets(ctx); err != nil {
+		return out.String(), err
+	}
+	return out.String(), apply(then)
+}
+
+func scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = v1alpha1.AddToScheme(s)
+	return s
 }
 
 // StopWebhook stops the webhook binary and waits for it to exit.
