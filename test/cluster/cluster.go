@@ -275,22 +275,31 @@ func (c *Cluster) WaitForPresets(ctx context.Context) error {
 
 // cachedPresets reads podpreset_presets_cached from the webhook's metrics.
 func (c *Cluster) cachedPresets() (int, error) {
-	if c.metrics == "" {
-		return 0, errors.New("the webhook is not running")
-	}
-	resp, err := http.Get(c.metrics)
+	m, err := c.Metrics()
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	s := bufio.NewScanner(resp.Body)
-	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "podpreset_presets_cached "); ok {
+	for _, line := range strings.Split(m, "\n") {
+		if v, ok := strings.CutPrefix(line, "podpreset_presets_cached "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			return int(f), err
 		}
 	}
 	return 0, errors.New("no podpreset_presets_cached in the webhook's metrics")
+}
+
+// Metrics returns the webhook's /metrics page.
+func (c *Cluster) Metrics() (string, error) {
+	if c.metrics == "" {
+		return "", errors.New("the webhook is not running")
+	}
+	resp, err := http.Get(c.metrics)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 // ApplyExample applies an example directory with kubectl as a person
