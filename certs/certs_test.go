@@ -231,3 +231,17 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("lookahead 0.7 was accepted")
 	}
 }
+
+func TestShortLifetimesAreNotBornInTheirRenewalWindow(t *testing.T) {
+	ca := mustCA(t, t0, time.Minute)
+	leaf, err := NewLeaf(ca, t0, 8*time.Second, []string{"x"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if NeedsRenewal(leaf.Cert, t0, 0.25) {
+		t.Errorf("an 8s certificate needs renewal the moment it is issued (NotBefore %s)", leaf.Cert.NotBefore)
+	}
+	if !NeedsRenewal(leaf.Cert, t0.Add(7*time.Second), 0.25) {
+		t.Error("an 8s certificate does not need renewal 1s before it expires")
+	}
+}

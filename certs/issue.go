@@ -18,8 +18,14 @@ import (
 )
 
 // clockSkew backdates certificates so that a server whose clock is a little
-// behind still accepts them.
+// behind still accepts them: a minute, or a tenth of a short lifetime (so
+// that the renewal window, a fraction of NotAfter-NotBefore, stays close to
+// the lifetime asked for).
 const clockSkew = time.Minute
+
+func backdate(now time.Time, lifetime time.Duration) time.Time {
+	return now.Add(-min(clockSkew, lifetime/10))
+}
 
 // KeyPair is a certificate and its private key, parsed and in PEM.
 type KeyPair struct {
@@ -47,7 +53,7 @@ func NewCA(now time.Time, lifetime time.Duration) (*KeyPair, error) {
 	tpl := &x509.Certificate{
 		SerialNumber:          sn,
 		Subject:               pkix.Name{CommonName: fmt.Sprintf("podpreset-webhook-ca@%d", now.Unix()), Organization: []string{"podpreset"}},
-		NotBefore:             now.Add(-clockSkew),
+		NotBefore:             backdate(now, lifetime),
 		NotAfter:              now.Add(lifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -89,7 +95,7 @@ func NewLeaf(ca *KeyPair, now time.Time, lifetime time.Duration, dnsNames []stri
 		Subject:      pkix.Name{CommonName: cn, Organization: []string{"podpreset"}},
 		DNSNames:     slices.Clone(dnsNames),
 		IPAddresses:  slices.Clone(ips),
-		NotBefore:    now.Add(-clockSkew),
+		NotBefore:    backdate(now, lifetime),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},

@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -101,8 +102,8 @@ func TestDefaultInstall(t *testing.T) {
 	if diff := cmp.Diff(wantSel, string(sel)); diff != "" {
 		t.Errorf("pod webhook namespaceSelector (-want +got):\n%s", diff)
 	}
-	if mwc.Annotations["cert-manager.io/inject-ca-from"] != "podpreset-system/podpreset-webhook" {
-		t.Errorf("no cert-manager CA injection annotation: %v", mwc.Annotations)
+	if len(mwc.Annotations) != 0 {
+		t.Errorf("the self-managed install carries annotations on its webhook configuration: %v", mwc.Annotations)
 	}
 
 	var d appsv1.Deployment
@@ -126,10 +127,54 @@ func TestDefaultInstall(t *testing.T) {
 		t.Error("probes missing")
 	case c.Image != "ghcr.io/podpreset/podpreset-webhook:v0.1.0":
 		t.Errorf("image %s", c.Image)
+	case !slices.Contains(c.Args, "--cert-mode=self") || !slices.Contains(c.Args, "--webhook-config-name="+mwc.Name):
+		t.Errorf("args %v: want self-managed certificates for %s", c.Args, mwc.Name)
+	case len(pod.Volumes) != 0:
+		t.Errorf("volumes %v: the self-managed install mounts nothing", pod.Volumes)
 	}
 	var ns corev1.Namespace
 	object(t, m, "Namespace", "podpreset-system", &ns)
 	if ns.Labels["podpreset.dev/ignore"] != "true" {
 		t.Errorf("the webhook's namespace is not labelled podpreset.dev/ignore=true: %v", ns.Labels)
+	}
+}
+
+func TestCertManagerInstall(t *testing.T) {
+	m := build(t, "cert-manager")
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	object(t, m, "MutatingWebhookConfiguration", "podpreset-webhook", &mwc)
+	if mwc.Annotations["cert-manager.io/inject-ca-from"] != "podpreset-system/podpreset-webhook" {
+		t.Errorf("no cert-manager CA injection annotation: %v", mwc.Annotations)
+	}
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
+	object(t, m, "ValidatingWebhookConfiguration", "podpreset-webhook", &vwc)
+	if vwc.Annotations["cert-manager.io/inject-ca-from"] != "podpreset-system/podpreset-webhook" {
+		t.Errorf("no cert-manager CA injection annotation on the validating webhook: %v", vwc.Annotations)
+	}
+	var d appsv1.Deployment
+	object(t, m, "Deployment", "podpreset-webhook", &d)
+	c := d.Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--cert-mode=external") || !slices.Contains(c.Args, "--cert-dir=/certs") {
+		t.Errorf("args %v: want external certificates from /certs", c.Args)
+	}
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/certs" || d.Spec.Template.Spec.Volumes[0].Secret.SecretName != "podpreset-webhook-tls" {
+		t.Errorf("mounts %v volumes %v: want Secret podpreset-webhook-tls at /certs", c.VolumeMounts, d.Spec.Template.Spec.Volumes)
+	}
+	var cert struct {
+		Spec struct {
+			SecretName string   `json:"secretName"`
+			DNSNames   []string `json:"dnsNames"`
+		} `json:"spec"`
+	}
+	for _, r := range m.Resources() {
+		if r.GetKind() == "Certificate" && r.GetName() == "podpreset-webhook" {
+			b, _ := r.AsYAML()
+			if err := yaml.Unmarshal(b, &cert); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if cert.Spec.SecretName != "podpreset-webhook-tls" || !slices.Contains(cert.Spec.DNSNames, "podpreset-webhook-service.podpreset-system.svc") {
+		t.Errorf("serving Certificate %+v", cert.Spec)
 	}
 }

@@ -3,9 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/podpreset/podpreset/certs"
 )
 
 // Options is everything the server is configured with.
@@ -32,7 +36,33 @@ type Options struct {
 	// mutation).
 	LogFormat string
 	LogLevel  int
+
+	// CertMode is self (the webhook issues, rotates and publishes its own
+	// certificates) or external (it serves --cert-dir, as cert-manager
+	// writes it).
+	CertMode string
+	// CertSecret is the Secret in Namespace that self mode keeps.
+	CertSecret string
+	// WebhookConfigName names the MutatingWebhookConfiguration and the
+	// ValidatingWebhookConfiguration whose caBundle self mode keeps, and
+	// that readiness checks.
+	WebhookConfigName string
+	// ServiceName is the webhook Service; its DNS names go into the serving
+	// certificate.
+	ServiceName string
+	// CertExtraSANs are more DNS names or IP addresses for the serving
+	// certificate.
+	CertExtraSANs []string
+	// Certs are the lifetimes of self mode.
+	CALifetime, CertLifetime, CertPropagation time.Duration
+	CertLookahead                             float64
 }
+
+// Certificate modes.
+const (
+	CertModeSelf     = "self"
+	CertModeExternal = "external"
+)
 
 func defaultOptions() Options {
 	return Options{
@@ -42,6 +72,14 @@ func defaultOptions() Options {
 		MetricsBindAddress:     ":8080",
 		HealthProbeBindAddress: ":8081",
 		LogFormat:              "json",
+		CertMode:               CertModeSelf,
+		CertSecret:             "podpreset-webhook-certs",
+		WebhookConfigName:      "podpreset-webhook",
+		ServiceName:            "podpreset-webhook-service",
+		CALifetime:             certs.DefaultConfig().CALifetime,
+		CertLifetime:           certs.DefaultConfig().LeafLifetime,
+		CertPropagation:        certs.DefaultConfig().Propagation,
+		CertLookahead:          certs.DefaultConfig().Lookahead,
 	}
 }
 
@@ -50,7 +88,16 @@ func parseFlags(args []string) (Options, error) {
 	fs := pflag.NewFlagSet("podpreset-webhook", pflag.ContinueOnError)
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty means the in-cluster configuration")
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "the webhook's own namespace, whose pods are left alone (default $POD_NAMESPACE)")
-	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir, "directory holding tls.crt and tls.key for the webhook server")
+	fs.StringVar(&o.CertMode, "cert-mode", o.CertMode, "self: issue, rotate and publish the serving certificate; external: serve --cert-dir (cert-manager)")
+	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir, "directory holding tls.crt and tls.key (external mode), reloaded when they change")
+	fs.StringVar(&o.CertSecret, "cert-secret", o.CertSecret, "Secret in --namespace where self mode keeps the CA and serving certificate")
+	fs.StringVar(&o.WebhookConfigName, "webhook-config-name", o.WebhookConfigName, "name of the Mutating- and ValidatingWebhookConfiguration whose caBundle self mode keeps")
+	fs.StringVar(&o.ServiceName, "service-name", o.ServiceName, "the webhook Service, whose DNS names the serving certificate carries")
+	fs.StringSliceVar(&o.CertExtraSANs, "cert-extra-sans", nil, "more DNS names or IP addresses for the serving certificate")
+	fs.DurationVar(&o.CALifetime, "ca-lifetime", o.CALifetime, "lifetime of a CA (self mode)")
+	fs.DurationVar(&o.CertLifetime, "cert-lifetime", o.CertLifetime, "lifetime of a serving certificate (self mode)")
+	fs.Float64Var(&o.CertLookahead, "cert-lookahead", o.CertLookahead, "renew a certificate when this fraction of its lifetime is left (self mode)")
+	fs.DurationVar(&o.CertPropagation, "cert-propagation", o.CertPropagation, "how long a new CA is in the caBundle before it signs the served certificate (self mode)")
 	fs.StringVar(&o.Host, "host", "", "address the webhook server listens on (default all)")
 	fs.IntVar(&o.Port, "port", o.Port, "port the webhook server listens on")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, `address of /metrics; "0" turns it off`)
@@ -80,8 +127,36 @@ func (o *Options) Validate() error {
 	if o.LogLevel < 0 {
 		errs = append(errs, fmt.Errorf("-v %d: must not be negative", o.LogLevel))
 	}
-	if o.CertDir == "" {
-		errs = append(errs, errors.New("--cert-dir: must not be empty"))
+	switch o.CertMode {
+	case CertModeSelf:
+		if o.Namespace == "" {
+			errs = append(errs, errors.New("--namespace (or $POD_NAMESPACE): needed in --cert-mode=self, for the certificate Secret"))
+		} else if err := o.certConfig().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--ca-lifetime, --cert-lifetime, --cert-lookahead, --cert-propagation: %w", err))
+		}
+	case CertModeExternal:
+		if o.CertDir == "" {
+			errs = append(errs, errors.New("--cert-dir: must not be empty in --cert-mode=external"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--cert-mode %q: must be self or external", o.CertMode))
 	}
 	return errors.Join(errs...)
+}
+
+// certConfig is the rotator's configuration: the Service's DNS names and
+// the extra names or IP addresses.
+func (o *Options) certConfig() certs.Config {
+	c := certs.Config{CALifetime: o.CALifetime, LeafLifetime: o.CertLifetime, Lookahead: o.CertLookahead, Propagation: o.CertPropagation}
+	if o.Namespace != "" {
+		c.DNSNames = certs.SANs(o.ServiceName, o.Namespace)
+	}
+	for _, san := range o.CertExtraSANs {
+		if ip := net.ParseIP(san); ip != nil {
+			c.IPs = append(c.IPs, ip)
+		} else {
+			c.DNSNames = append(c.DNSNames, san)
+		}
+	}
+	return c
 }

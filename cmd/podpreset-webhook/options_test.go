@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -24,16 +25,59 @@ func TestParseFlags(t *testing.T) {
 }
 
 func TestValidateNamesEachBadFlag(t *testing.T) {
-	o := defaultOptions()
-	o.Port, o.LogFormat, o.CertDir = 0, "xml", ""
-	err := o.Validate()
-	for _, want := range []string{"--port 0", `--log-format "xml"`, "--cert-dir"} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("Validate() = %v, want it to name %s", err, want)
-		}
+	cases := map[string]struct {
+		change func(*Options)
+		want   []string
+	}{
+		"defaults with a namespace": {change: func(o *Options) { o.Namespace = "podpreset-system" }},
+		"bad port and log format": {
+			change: func(o *Options) { o.Namespace, o.Port, o.LogFormat = "ns", 0, "xml" },
+			want:   []string{"--port 0", `--log-format "xml"`},
+		},
+		"self mode without a namespace": {
+			change: func(o *Options) { o.Namespace = "" },
+			want:   []string{"--namespace (or $POD_NAMESPACE)"},
+		},
+		"self mode with a CA shorter than the serving certificate": {
+			change: func(o *Options) { o.Namespace, o.CALifetime = "ns", time.Hour },
+			want:   []string{"--ca-lifetime", "longer than the CA's"},
+		},
+		"external mode without a cert dir": {
+			change: func(o *Options) { o.CertMode, o.CertDir = CertModeExternal, "" },
+			want:   []string{"--cert-dir"},
+		},
+		"an unknown cert mode": {
+			change: func(o *Options) { o.CertMode = "manual" },
+			want:   []string{`--cert-mode "manual"`},
+		},
 	}
-	d := defaultOptions()
-	if err := d.Validate(); err != nil {
-		t.Errorf("the defaults do not validate: %v", err)
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			o := defaultOptions()
+			tc.change(&o)
+			err := o.Validate()
+			if len(tc.want) == 0 && err != nil {
+				t.Fatalf("Validate() = %v, want nil", err)
+			}
+			for _, want := range tc.want {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("Validate() = %v, want it to name %s", err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestCertConfigSANs(t *testing.T) {
+	o := defaultOptions()
+	o.Namespace, o.CertExtraSANs = "podpreset-system", []string{"127.0.0.1", "webhook.example"}
+	c := o.certConfig()
+	want := []string{"podpreset-webhook-service", "podpreset-webhook-service.podpreset-system",
+		"podpreset-webhook-service.podpreset-system.svc", "podpreset-webhook-service.podpreset-system.svc.cluster.local", "webhook.example"}
+	if diff := cmp.Diff(want, c.DNSNames); diff != "" {
+		t.Errorf("DNS names (-want +got):\n%s", diff)
+	}
+	if len(c.IPs) != 1 || c.IPs[0].String() != "127.0.0.1" {
+		t.Errorf("IPs %v", c.IPs)
 	}
 }

@@ -3,16 +3,26 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
+	"path/filepath"
+	"time"
 
 	gozap "go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -20,6 +30,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/podpreset/podpreset/certs"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 	"github.com/podpreset/podpreset/webhook"
 )
@@ -34,6 +45,9 @@ const (
 // +kubebuilder:rbac:groups=podpreset.dev,resources=podpresets;clusterpodpresets,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=system
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch,namespace=system
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=update;patch,resourceNames=podpreset-webhook
 
 // The webhook configurations, generated into manifests/webhook; the
 // kustomize base adds the namespaceSelector and the service.
@@ -81,8 +95,22 @@ func run(ctx context.Context, opts Options) error {
 	if !opts.EnableHTTP2 {
 		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
 	}
+	// In self mode, the server reads its certificate from the loader,
+	// which follows the Secret; in external mode, controller-runtime
+	// watches --cert-dir.
+	loader := &certs.Loader{Secret: types.NamespacedName{Namespace: opts.Namespace, Name: opts.CertSecret}}
+	var watcher *certwatcher.CertWatcher
+	if opts.CertMode == CertModeSelf {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.GetCertificate = loader.GetCertificate })
+	} else {
+		if watcher, err = certwatcher.New(filepath.Join(opts.CertDir, "tls.crt"), filepath.Join(opts.CertDir, "tls.key")); err != nil {
+			return fmt.Errorf("loading the certificate from --cert-dir %s: %w", opts.CertDir, err)
+		}
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.GetCertificate = watcher.GetCertificate })
+	}
 	server := crwebhook.NewServer(crwebhook.Options{Host: opts.Host, Port: opts.Port, CertDir: opts.CertDir, TLSOpts: tlsOpts})
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Cache:                   cacheOptions(opts),
 		Scheme:                  scheme,
 		Logger:                  log,
 		WebhookServer:           server,
@@ -111,9 +139,36 @@ func run(ctx context.Context, opts Options) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the health check: %w", err)
 	}
-	// Ready means the webhook server answers TLS with its certificate and
-	// the preset index holds what the informers listed.
+	leaf := loader.Leaf
+	switch opts.CertMode {
+	case CertModeSelf:
+		loader.Cache = mgr.GetCache()
+		rotator := &certs.Rotator{Client: mgr.GetClient(), Cache: mgr.GetCache(), Secret: loader.Secret,
+			Mutating: opts.WebhookConfigName, Validating: opts.WebhookConfigName, Config: opts.certConfig()}
+		if err := mgr.Add(loader); err != nil {
+			return fmt.Errorf("adding the certificate loader: %w", err)
+		}
+		if err := mgr.Add(rotator); err != nil {
+			return fmt.Errorf("adding the certificate rotator: %w", err)
+		}
+	case CertModeExternal:
+		if err := mgr.Add(watcher); err != nil {
+			return fmt.Errorf("adding the certificate watcher: %w", err)
+		}
+		leaf = func() *x509.Certificate {
+			if c, err := watcher.GetCertificate(nil); err == nil && c != nil {
+				return c.Leaf
+			}
+			return nil
+		}
+	}
+	// Ready means the webhook server answers TLS with a valid certificate
+	// that the webhook configurations' caBundle trusts, and the preset index
+	// holds what the informers listed.
 	if err := mgr.AddReadyzCheck("webhook-server", server.StartedChecker()); err != nil {
+		return fmt.Errorf("adding the readiness check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("certificate", certs.ReadyCheck(mgr.GetCache(), opts.WebhookConfigName, opts.WebhookConfigName, leaf, time.Now)); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("presets", func(*http.Request) error {
@@ -124,11 +179,25 @@ func run(ctx context.Context, opts Options) error {
 	}); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
-	log.Info("starting", "port", opts.Port, "certDir", opts.CertDir, "namespace", opts.Namespace)
+	log.Info("starting", "port", opts.Port, "certMode", opts.CertMode, "namespace", opts.Namespace)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
 	}
 	return nil
+}
+
+// cacheOptions limits what the cache holds of Secrets and webhook
+// configurations to podpreset's own.
+func cacheOptions(opts Options) cache.Options {
+	byName := func(name string) fields.Selector { return fields.OneTermEqualSelector("metadata.name", name) }
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Secret{}: {
+			Namespaces: map[string]cache.Config{opts.Namespace: {}},
+			Field:      byName(opts.CertSecret),
+		},
+		&admissionregistrationv1.MutatingWebhookConfiguration{}:   {Field: byName(opts.WebhookConfigName)},
+		&admissionregistrationv1.ValidatingWebhookConfiguration{}: {Field: byName(opts.WebhookConfigName)},
+	}}
 }
 
 // storeRunnable keeps the preset index up to date on every replica (it

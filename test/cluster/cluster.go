@@ -7,8 +7,12 @@
 // how to build it, never a skip.
 //
 // The webhook configurations are the kustomize build of manifests/webhook
-// (so the real namespaceSelector is in force), with each clientConfig
-// rewritten by envtest to a URL on loopback signed by envtest's own CA.
+// (so the real namespaceSelector is in force), with each clientConfig a URL on loopback and no caBundle: the
+// webhook runs in its default, self-managed certificate mode and must publish
+// its own CA bundle before the API server can call it, exactly as in a
+// cluster. With several replicas, the pod webhook is listed once per
+// replica, each entry calling its own replica, so every pod creation goes
+// through all of them.
 package cluster
 
 import (
@@ -28,6 +32,8 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -44,6 +50,11 @@ import (
 // pod webhook's namespaceSelector leaves it alone.
 const WebhookNamespace = "podpreset-system"
 
+// WebhookConfigName is the name of both webhook configurations. It is not
+// the default install's name, so that the e2e tests can also dry-run the
+// default install against the same API server.
+const WebhookConfigName = "podpreset-local"
+
 // Cluster is a running control plane.
 type Cluster struct {
 	// Root is the repository root.
@@ -53,12 +64,17 @@ type Cluster struct {
 	// Kubeconfig is the path of an admin kubeconfig file.
 	Kubeconfig string
 
-	env     *envtest.Environment
-	dir     string
-	kcm     *process
-	webhook *process
-	metrics string // the webhook's /metrics URL
-	logs    io.Writer
+	env      *envtest.Environment
+	dir      string
+	kcm      *process
+	replicas []*replica
+	logs     io.Writer
+}
+
+// replica is one webhook process and where it listens.
+type replica struct {
+	port, health, metrics int
+	proc                  *process
 }
 
 // Options says what to start.
@@ -69,6 +85,12 @@ type Options struct {
 	ControllerManager bool
 	// Logs receives the output of the subprocesses; nil discards it.
 	Logs io.Writer
+	// Replicas is how many webhook replicas the configurations call (1
+	// when 0).
+	Replicas int
+	// FailurePolicy overrides the pod webhook's failurePolicy (Ignore in
+	// the manifests) when set.
+	FailurePolicy admissionregistrationv1.FailurePolicyType
 }
 
 // Binaries the control plane needs in bin/.
@@ -105,14 +127,22 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		BinaryAssetsDirectory: bin,
 		CRDDirectoryPaths:     []string{filepath.Join(opts.Root, "manifests", "crd")},
 		ErrorIfCRDPathMissing: true,
-		WebhookInstallOptions: envtest.WebhookInstallOptions{
-			LocalServingHost:   "127.0.0.1",
-			MutatingWebhooks:   mutating,
-			ValidatingWebhooks: validating,
-		},
 	}
 	if c.Config, err = c.env.Start(); err != nil {
 		return nil, fmt.Errorf("starting etcd and kube-apiserver: %w", err)
+	}
+	n := max(opts.Replicas, 1)
+	for range n {
+		r := &replica{}
+		for _, p := range []*int{&r.port, &r.health, &r.metrics} {
+			if *p, err = freePort(); err != nil {
+				return nil, err
+			}
+		}
+		c.replicas = append(c.replicas, r)
+	}
+	if err := c.installWebhooks(ctx, mutating[0], validating[0], opts.FailurePolicy); err != nil {
+		return nil, err
 	}
 	user, err := c.env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
@@ -176,6 +206,47 @@ func webhookConfigurations(dir string) ([]*admissionregistrationv1.MutatingWebho
 	return mutating, validating, nil
 }
 
+// installWebhooks creates the webhook namespace and the webhook
+// configurations, each webhook calling its replica on loopback by URL.
+func (c *Cluster) installWebhooks(ctx context.Context, mwc *admissionregistrationv1.MutatingWebhookConfiguration,
+	vwc *admissionregistrationv1.ValidatingWebhookConfiguration, policy admissionregistrationv1.FailurePolicyType) error {
+	cl, err := client.New(c.Config, client.Options{Scheme: scheme()})
+	if err != nil {
+		return err
+	}
+	if err := cl.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: WebhookNamespace}}); err != nil {
+		return fmt.Errorf("creating namespace %s: %w", WebhookNamespace, err)
+	}
+	url := func(i int, path *string) *string {
+		u := fmt.Sprintf("https://127.0.0.1:%d%s", c.replicas[i].port, *path)
+		return &u
+	}
+	pods := mwc.Webhooks[0]
+	mwc.Name, mwc.Webhooks = WebhookConfigName, nil
+	for i := range c.replicas {
+		w := *pods.DeepCopy()
+		if len(c.replicas) > 1 {
+			w.Name = fmt.Sprintf("pods-%d.podpreset.dev", i)
+		}
+		w.ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: url(i, pods.ClientConfig.Service.Path)}
+		if policy != "" {
+			w.FailurePolicy = &policy
+		}
+		mwc.Webhooks = append(mwc.Webhooks, w)
+	}
+	vwc.Name = WebhookConfigName
+	for i := range vwc.Webhooks {
+		vwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: url(0, vwc.Webhooks[i].ClientConfig.Service.Path)}
+	}
+	if err := cl.Create(ctx, mwc); err != nil {
+		return fmt.Errorf("creating the MutatingWebhookConfiguration: %w", err)
+	}
+	if err := cl.Create(ctx, vwc); err != nil {
+		return fmt.Errorf("creating the ValidatingWebhookConfiguration: %w", err)
+	}
+	return nil
+}
+
 // WebhookBinary builds bin/podpreset-webhook from the working tree.
 func (c *Cluster) WebhookBinary(ctx context.Context) (string, error) {
 	out := filepath.Join(c.Root, "bin", "podpreset-webhook")
@@ -187,42 +258,44 @@ func (c *Cluster) WebhookBinary(ctx context.Context) (string, error) {
 	return out, nil
 }
 
-// StartWebhook starts the podpreset-webhook binary against the control
-// plane, serving where the webhook configurations point, and waits until
-// /readyz says it is ready. Its output goes to out (and to the cluster's
-// logs).
+// StartWebhook starts replica 0; see StartReplica.
 func (c *Cluster) StartWebhook(ctx context.Context, binary string, out io.Writer, extraArgs ...string) error {
-	if c.webhook != nil {
-		return errors.New("the webhook is already running")
+	return c.StartReplica(ctx, 0, binary, out, extraArgs...)
+}
+
+// StartReplica starts webhook replica i, in self-managed certificate mode,
+// serving where the webhook configurations point, and waits until its
+// /readyz says it is ready: it serves a certificate that the configurations'
+// caBundle trusts. With more than one replica, they elect a leader. Its
+// output goes to out (and to the cluster's logs).
+func (c *Cluster) StartReplica(ctx context.Context, i int, binary string, out io.Writer, extraArgs ...string) error {
+	r := c.replicas[i]
+	if r.proc != nil {
+		return fmt.Errorf("webhook replica %d is already running", i)
 	}
-	w := c.env.WebhookInstallOptions
-	health, err := freePort()
-	if err != nil {
-		return err
-	}
-	metrics, err := freePort()
-	if err != nil {
-		return err
-	}
-	c.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)
-	args := append([]string{
+	args := []string{
 		"--kubeconfig=" + c.Kubeconfig,
 		"--namespace=" + WebhookNamespace,
-		"--host=" + w.LocalServingHost,
-		"--port=" + strconv.Itoa(w.LocalServingPort),
-		"--cert-dir=" + w.LocalServingCertDir,
-		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metrics),
-		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(health),
-	}, extraArgs...)
+		"--webhook-config-name=" + WebhookConfigName,
+		"--cert-extra-sans=127.0.0.1",
+		"--host=127.0.0.1",
+		"--port=" + strconv.Itoa(r.port),
+		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(r.metrics),
+		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(r.health),
+	}
+	if len(c.replicas) > 1 {
+		args = append(args, "--leader-elect")
+	}
+	args = append(args, extraArgs...)
 	if out == nil {
 		out = io.Discard
 	}
-	p, err := startProcess(ctx, "podpreset-webhook", io.MultiWriter(out, c.logs), binary, args...)
+	p, err := startProcess(ctx, fmt.Sprintf("podpreset-webhook-%d", i), io.MultiWriter(out, c.logs), binary, args...)
 	if err != nil {
 		return err
 	}
-	c.webhook = p
-	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", health)
+	r.proc = p
+	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", r.health)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get(readyz)
@@ -233,14 +306,19 @@ func (c *Cluster) StartWebhook(ctx context.Context, binary string, out io.Writer
 			}
 		}
 		if p.exited() {
-			c.webhook = nil
-			return fmt.Errorf("podpreset-webhook exited before it was ready: %v", p.wait())
+			r.proc = nil
+			return fmt.Errorf("podpreset-webhook replica %d exited before it was ready: %v", i, p.wait())
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("podpreset-webhook not ready after 60s (last: %v)", err)
+			return fmt.Errorf("podpreset-webhook replica %d not ready after 60s (last: %v)", i, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ReplicaAddr is where replica i serves the webhook.
+func (c *Cluster) ReplicaAddr(i int) string {
+	return "127.0.0.1:" + strconv.Itoa(c.replicas[i].port)
 }
 
 // WaitForPresets waits until the webhook's index holds every PodPreset and
@@ -273,27 +351,50 @@ func (c *Cluster) WaitForPresets(ctx context.Context) error {
 	}
 }
 
-// cachedPresets reads podpreset_presets_cached from the webhook's metrics.
+// cachedPresets reads podpreset_presets_cached from every running
+// replica's metrics and returns the smallest.
 func (c *Cluster) cachedPresets() (int, error) {
-	m, err := c.Metrics()
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(m, "\n") {
-		if v, ok := strings.CutPrefix(line, "podpreset_presets_cached "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			return int(f), err
+	least := -1
+	for i, r := range c.replicas {
+		if r.proc == nil {
+			continue
+		}
+		m, err := c.ReplicaMetrics(i)
+		if err != nil {
+			return 0, err
+		}
+		found := false
+		for _, line := range strings.Split(m, "\n") {
+			if v, ok := strings.CutPrefix(line, "podpreset_presets_cached "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					return 0, err
+				}
+				if least < 0 || int(f) < least {
+					least = int(f)
+				}
+				found = true
+			}
+		}
+		if !found {
+			return 0, fmt.Errorf("no podpreset_presets_cached in replica %d's metrics", i)
 		}
 	}
-	return 0, errors.New("no podpreset_presets_cached in the webhook's metrics")
+	if least < 0 {
+		return 0, errors.New("no webhook replica is running")
+	}
+	return least, nil
 }
 
-// Metrics returns the webhook's /metrics page.
-func (c *Cluster) Metrics() (string, error) {
-	if c.metrics == "" {
-		return "", errors.New("the webhook is not running")
+// Metrics returns replica 0's /metrics page.
+func (c *Cluster) Metrics() (string, error) { return c.ReplicaMetrics(0) }
+
+// ReplicaMetrics returns replica i's /metrics page.
+func (c *Cluster) ReplicaMetrics(i int) (string, error) {
+	if c.replicas[i].proc == nil {
+		return "", fmt.Errorf("webhook replica %d is not running", i)
 	}
-	resp, err := http.Get(c.metrics)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.replicas[i].metrics))
 	if err != nil {
 		return "", err
 	}
@@ -352,13 +453,17 @@ func scheme() *runtime.Scheme {
 	return s
 }
 
-// StopWebhook stops the webhook binary and waits for it to exit.
-func (c *Cluster) StopWebhook() error {
-	if c.webhook == nil {
+// StopWebhook stops replica 0.
+func (c *Cluster) StopWebhook() error { return c.StopReplica(0) }
+
+// StopReplica stops webhook replica i and waits for it to exit.
+func (c *Cluster) StopReplica(i int) error {
+	r := c.replicas[i]
+	if r.proc == nil {
 		return nil
 	}
-	err := c.webhook.stop()
-	c.webhook = nil
+	err := r.proc.stop()
+	r.proc = nil
 	return err
 }
 
@@ -378,8 +483,10 @@ func (c *Cluster) Kubectl(ctx context.Context, stdin io.Reader, args ...string) 
 // Stop stops everything that Start and StartWebhook started.
 func (c *Cluster) Stop() error {
 	var errs []error
-	if err := c.StopWebhook(); err != nil {
-		errs = append(errs, err)
+	for i := range c.replicas {
+		if err := c.StopReplica(i); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.kcm != nil {
 		if err := c.kcm.stop(); err != nil {

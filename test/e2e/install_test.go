@@ -21,7 +21,7 @@ func TestDefaultInstallIsAccepted(t *testing.T) {
 	if err := k8s.Create(t.Context(), ns); client.IgnoreAlreadyExists(err) != nil {
 		t.Fatal(err)
 	}
-	out, _, err := cp.Kubectl(t.Context(), nil, "apply", "--server-side", "--dry-run=server", "-k", cp.Root+"/manifests/default")
+	out, _, err := cp.Kubectl(t.Context(), nil, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k", cp.Root+"/manifests/default")
 	if err != nil {
 		t.Fatal(err)
 	}
