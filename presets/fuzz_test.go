@@ -1,15 +1,18 @@
 package presets
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
 
+	evanphx "github.com/evanphx/json-patch/v5"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/podpreset/podpreset/presets/patch"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
@@ -208,6 +211,31 @@ func checkApplyInvariants(t *testing.T, pod *corev1.Pod, set *Set) {
 	again := Apply(res.Pod, defaultNS, set)
 	if again.Changed {
 		t.Fatalf("second Apply changed the pod (-first +second):\n%s", cmp.Diff(res.Pod, again.Pod))
+	}
+
+	// The JSON patch the webhook sends turns the pod's JSON into the result.
+	if res.Changed {
+		ops, err := patch.Pod(before, res.Pod, "")
+		if err != nil {
+			t.Fatalf("no patch for the result: %v", err)
+		}
+		raw, _ := json.Marshal(ops)
+		p, err := evanphx.DecodePatch(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		podJSON, _ := json.Marshal(before)
+		patched, err := p.Apply(podJSON)
+		if err != nil {
+			t.Fatalf("the patch does not apply: %v\n%s", err, raw)
+		}
+		var got corev1.Pod
+		if err := json.Unmarshal(patched, &got); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(res.Pod, &got, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("the patched pod is not the result (-result +patched):\n%s", diff)
+		}
 	}
 
 	// Unique keys.

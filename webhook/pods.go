@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"unicode/utf8"
 
-	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/klog/v2"
@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/patch"
 )
 
 // PodMutator applies presets to pods at creation.
@@ -77,12 +78,21 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		resp.Warnings = warnings
 		return resp
 	}
-	patch, err := podPatch(pod, res.Pod)
+	ops, err := patch.Pod(pod, res.Pod, "")
 	if err != nil {
 		admissionTotal.WithLabelValues(ResultError).Inc()
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
-	resp := admission.Patched("", patch...)
+	// Encoded here in one go: controller-runtime would encode each
+	// operation on its own.
+	encoded, err := json.Marshal(ops)
+	if err != nil {
+		admissionTotal.WithLabelValues(ResultError).Inc()
+		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the patch: %w", err))
+	}
+	pt := admissionv1.PatchTypeJSONPatch
+	resp := admission.Allowed("")
+	resp.Patch, resp.PatchType = encoded, &pt
 	resp.Warnings = warnings
 	admissionTotal.WithLabelValues(ResultInjected).Inc()
 	if log.V(1).Enabled() {
@@ -97,27 +107,6 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		log.V(1).Info("presets applied", "pod", klog.KRef(req.Namespace, podName(pod)), "applied", applied, "conflicts", fields)
 	}
 	return resp
-}
-
-// podPatch is the JSON patch from the decoded pod to the mutated one. Both
-// sides are encoded from the Go types, so the patch holds only what presets
-// changed: applied to the raw object by the API server, it leaves fields that
-// our types do not know (a newer Kubernetes' fields) untouched. A patch
-// computed against the raw request would remove them.
-func podPatch(before, after *corev1.Pod) ([]jsonpatch.JsonPatchOperation, error) {
-	a, err := json.Marshal(before)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the pod: %w", err)
-	}
-	b, err := json.Marshal(after)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the mutated pod: %w", err)
-	}
-	ops, err := jsonpatch.CreatePatch(a, b)
-	if err != nil {
-		return nil, fmt.Errorf("computing the patch: %w", err)
-	}
-	return ops, nil
 }
 
 // namespace reads the namespace's labels from the cache. A namespace the

@@ -10,7 +10,6 @@ import (
 
 	evanphx "github.com/evanphx/json-patch/v5"
 	"github.com/spf13/cobra"
-	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -22,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/patch"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
@@ -239,7 +239,7 @@ func (o *applyOptions) mutate(in *input) ([][]byte, int, []error) {
 			out = append(out, d.raw)
 			continue
 		}
-		pod, setPod, _ := podOf(obj)
+		pod, prefix, _ := podOf(obj)
 		nsName := d.ns
 		if nsName == "" {
 			nsName = o.namespace
@@ -253,7 +253,7 @@ func (o *applyOptions) mutate(in *input) ([][]byte, int, []error) {
 			out = append(out, d.raw)
 			continue
 		}
-		mutated, err := patchRaw(d.raw, obj, func() { setPod(res.Pod) })
+		mutated, err := patchRaw(d.raw, pod, res.Pod, prefix)
 		if err != nil {
 			errs = append(errs, &docError{d, err})
 			continue
@@ -263,32 +263,23 @@ func (o *applyOptions) mutate(in *input) ([][]byte, int, []error) {
 	return out, conflicts, errs
 }
 
-// patchRaw applies a change made to a typed object to the raw document it
-// was decoded from, as a JSON patch, so that fields the typed object does
-// not know survive untouched.
-func patchRaw(raw []byte, obj runtime.Object, change func()) ([]byte, error) {
-	before, err := json.Marshal(obj)
+// patchRaw applies the engine's change to the raw document the workload
+// was decoded from, as a JSON patch that only inserts what presets added,
+// so that fields the typed object does not know survive untouched.
+func patchRaw(raw []byte, before, after *corev1.Pod, prefix string) ([]byte, error) {
+	ops, err := patch.Pod(before, after, prefix)
 	if err != nil {
-		return nil, fmt.Errorf("encoding: %w", err)
-	}
-	change()
-	after, err := json.Marshal(obj)
-	if err != nil {
-		return nil, fmt.Errorf("encoding: %w", err)
-	}
-	ops, err := jsonpatch.CreatePatch(before, after)
-	if err != nil {
-		return nil, fmt.Errorf("computing patch: %w", err)
+		return nil, err
 	}
 	patchJSON, err := json.Marshal(ops)
 	if err != nil {
 		return nil, fmt.Errorf("encoding patch: %w", err)
 	}
-	patch, err := evanphx.DecodePatch(patchJSON)
+	p, err := evanphx.DecodePatch(patchJSON)
 	if err != nil {
 		return nil, fmt.Errorf("decoding patch: %w", err)
 	}
-	out, err := patch.Apply(raw)
+	out, err := p.Apply(raw)
 	if err != nil {
 		return nil, fmt.Errorf("applying patch: %w", err)
 	}

@@ -8,18 +8,19 @@ import (
 )
 
 // podOf returns the pod a workload creates (the pod itself, or its pod
-// template as a pod), and a function that writes a mutated pod back into
-// the workload. ok is false for objects that are not workloads.
-func podOf(obj runtime.Object) (pod *corev1.Pod, set func(*corev1.Pod), ok bool) {
+// template as a pod) and the JSON pointer of that pod in the workload's
+// document. ok is false for objects that are not workloads.
+func podOf(obj runtime.Object) (pod *corev1.Pod, prefix string, ok bool) {
 	var tpl *corev1.PodTemplateSpec
+	prefix = "/spec/template"
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		return o, func(p *corev1.Pod) { *o = *p }, true
+		return o, "", true
 	case *corev1.PodTemplate:
-		tpl = &o.Template
+		tpl, prefix = &o.Template, "/template"
 	case *corev1.ReplicationController:
 		if o.Spec.Template == nil {
-			return nil, nil, false
+			return nil, "", false
 		}
 		tpl = o.Spec.Template
 	case *appsv1.Deployment:
@@ -33,13 +34,9 @@ func podOf(obj runtime.Object) (pod *corev1.Pod, set func(*corev1.Pod), ok bool)
 	case *batchv1.Job:
 		tpl = &o.Spec.Template
 	case *batchv1.CronJob:
-		tpl = &o.Spec.JobTemplate.Spec.Template
+		tpl, prefix = &o.Spec.JobTemplate.Spec.Template, "/spec/jobTemplate/spec/template"
 	default:
-		return nil, nil, false
+		return nil, "", false
 	}
-	pod = &corev1.Pod{ObjectMeta: tpl.ObjectMeta, Spec: tpl.Spec}
-	return pod, func(p *corev1.Pod) {
-		tpl.Annotations = p.Annotations
-		tpl.Spec = p.Spec
-	}, true
+	return &corev1.Pod{ObjectMeta: tpl.ObjectMeta, Spec: tpl.Spec}, prefix, true
 }
