@@ -104,18 +104,20 @@ func ReadyCheck(reader client.Reader, mutating, validating string, leaf func() *
 		if err := reader.Get(req.Context(), client.ObjectKey{Name: mutating}, mwc); err != nil {
 			return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", mutating, err)
 		}
-		for _, w := range mwc.Webhooks {
-			if err := Verify(c, w.ClientConfig.CABundle, t, ""); err != nil {
-				return fmt.Errorf("webhook %s does not trust the serving certificate yet: %w", w.Name, err)
-			}
-		}
 		vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
 		if err := reader.Get(req.Context(), client.ObjectKey{Name: validating}, vwc); err != nil {
 			return fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", validating, err)
 		}
+		bundles := map[string][]byte{}
+		for _, w := range mwc.Webhooks {
+			bundles[w.Name] = w.ClientConfig.CABundle
+		}
 		for _, w := range vwc.Webhooks {
-			if err := Verify(c, w.ClientConfig.CABundle, t, ""); err != nil {
-				return fmt.Errorf("webhook %s does not trust the serving certificate yet: %w", w.Name, err)
+			bundles[w.Name] = w.ClientConfig.CABundle
+		}
+		for name, bundle := range bundles {
+			if err := Verify(c, bundle, t, ""); err != nil {
+				return fmt.Errorf("webhook %s does not trust the serving certificate yet: %w", name, err)
 			}
 		}
 		return nil

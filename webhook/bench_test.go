@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,41 +13,19 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	"github.com/podpreset/podpreset/presets/v1alpha1"
+	"github.com/podpreset/podpreset/presets/presetstest"
 )
 
 // benchReview is a pod creation review for the benchmarks: the engine
-// benchmark's pod (6 labels, an init container and two containers with 5 env
-// vars each, 2 volumes) in namespace "shop", matched by 5 of 1,000 presets.
+// benchmark's pod in namespace "shop", matched by 5 of 1,000 presets.
 func benchReview(b *testing.B) ([]byte, *PodMutator) {
 	b.Helper()
-	c := func(name string) corev1.Container {
-		c := corev1.Container{Name: name, Image: "registry.example/" + name + ":1"}
-		for i := range 5 {
-			c.Env = append(c.Env, corev1.EnvVar{Name: fmt.Sprintf("%s_VAR_%d", name, i), Value: "value"})
-		}
-		c.VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
-		return c
-	}
-	pod := &corev1.Pod{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "web-", Namespace: "shop", Labels: map[string]string{
-			"app": "web", "tier": "frontend", "env": "prod", "team": "payments", "version": "v1", "track": "stable",
-		}},
-		Spec: corev1.PodSpec{
-			InitContainers: []corev1.Container{c("init")},
-			Containers:     []corev1.Container{c("web"), c("proxy")},
-			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web"}}}}},
-		},
-	}
-	raw, err := json.Marshal(pod)
+	raw, err := json.Marshal(presetstest.BenchPod("shop"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -63,21 +40,10 @@ func benchReview(b *testing.B) ([]byte, *PodMutator) {
 		b.Fatal(err)
 	}
 	var objs []any
-	const n = 1000
-	for i := range n {
-		app := fmt.Sprintf("app-%d", i)
-		if i%(n/5) == 0 {
-			app = "web"
-		}
-		pp := &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("preset-%04d", i), Namespace: "shop", Generation: 1}}
-		pp.Spec.Selector = metav1.LabelSelector{MatchLabels: map[string]string{"app": app, "tier": "frontend"}}
-		for j := range 4 {
-			pp.Spec.Env = append(pp.Spec.Env, v1alpha1.EnvVar{Name: fmt.Sprintf("P%d_VAR_%d", i, j), Value: "v"})
-		}
+	for _, pp := range presetstest.BenchPresets("shop", 1000) {
 		objs = append(objs, pp)
 	}
-	m := testMutator(&testing.T{}, objs...)
-	return review, m
+	return review, testMutator(&testing.T{}, objs...)
 }
 
 // BenchmarkPodMutator is one review through the HTTP handler in process:

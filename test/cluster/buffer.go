@@ -5,19 +5,20 @@ import (
 	"sync"
 )
 
-// bytesBuffer is a bytes.Buffer safe for a subprocess's writers.
-type bytesBuffer struct {
+// Buffer is a bytes.Buffer that a subprocess's output goroutine and a test
+// may use at once.
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *bytesBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *bytesBuffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()

@@ -471,7 +471,7 @@ func (c *Cluster) StopReplica(i int) error {
 func (c *Cluster) Kubectl(ctx context.Context, stdin io.Reader, args ...string) (stdout, stderr string, err error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(c.Root, "bin", "kubectl"), append([]string{"--kubeconfig=" + c.Kubeconfig}, args...)...)
 	cmd.Stdin = stdin
-	var o, e bytesBuffer
+	var o, e Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
 	if err != nil {

@@ -36,7 +36,7 @@ const (
 // and that a hand-corrupted caBundle is repaired.
 func TestCertificateRotationUnderLoad(t *testing.T) {
 	ctx := t.Context()
-	var logs syncBuffer
+	var logs cluster.Buffer
 	c, err := cluster.Start(ctx, cluster.Options{Root: cp.Root, Replicas: 2, FailurePolicy: admissionregistrationv1.Fail})
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +190,7 @@ func servedCertificate(addr string) (*x509.Certificate, error) {
 // webhook configurations.
 func TestExternalCertificatesAreServedAndReloaded(t *testing.T) {
 	ctx := t.Context()
-	var logs syncBuffer
+	var logs cluster.Buffer
 	c, err := cluster.Start(ctx, cluster.Options{Root: cp.Root, FailurePolicy: admissionregistrationv1.Fail})
 	if err != nil {
 		t.Fatal(err)

@@ -6,13 +6,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,7 +31,7 @@ var (
 	scheme     = runtime.NewScheme()
 	webhookBin string
 	// webhookLog holds everything the webhook printed.
-	webhookLog syncBuffer
+	webhookLog cluster.Buffer
 )
 
 func TestMain(m *testing.M) {
@@ -149,21 +147,4 @@ func writerOrNil(f *os.File) interface{ Write([]byte) (int, error) } {
 		return nil
 	}
 	return f
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
