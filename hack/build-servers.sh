@@ -4,12 +4,15 @@
 # into bin/:
 #   kube-apiserver, kube-controller-manager, kubectl   (hack/kube, one go build)
 #   etcd                                              (hack/etcd)
+#   consul v1.13.9, vault v1.13.0                     (hack/consul, hack/vault;
+#                                                      not built by default yet)
 # Idempotent: a stamp file per group records the pinned version and the
 # hash of its go.sum; a group whose stamp matches is not built again. The Go
 # build cache makes a rebuild after a pin change quick for unchanged packages.
 # Cold, the Kubernetes group takes about 10 to 15 minutes on 2 cores.
 #
-# Usage: hack/build-servers.sh [kube] [etcd]   (default: all)
+# Usage: hack/build-servers.sh [etcd] [kube] [consul] [vault]
+#        (default: etcd kube, what the tests use today)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -73,12 +76,32 @@ build_etcd() {
   log "etcd: built in $((SECONDS - start))s: $("$bin/etcd" --version | head -1)"
 }
 
+# build_module group binary version-regexp: go build of hack/<group>.
+build_module() {
+  local group=$1 binary=$2 want=$3
+  if up_to_date "$group" "$group" "$binary"; then
+    log "$group: up to date in bin/"
+    return
+  fi
+  log "$group: building (cold: about 10 minutes on 2 cores)..."
+  local start=$SECONDS
+  (cd "$root/hack/$group" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/$binary" .) \
+    || die "go build of $group in hack/$group"
+  local version
+  version=$("$bin/$binary" version 2>&1 | head -1) || die "bin/$binary does not run: $version"
+  [[ $version =~ $want ]] || die "bin/$binary reports '$version', want $want"
+  stamp_of "$group" "$group" > "$bin/.stamp-$group"
+  log "$group: built in $((SECONDS - start))s: $version"
+}
+
 groups=("$@")
 [[ ${#groups[@]} -gt 0 ]] || groups=(etcd kube)
 for g in "${groups[@]}"; do
   case $g in
     kube) build_kube ;;
     etcd) build_etcd ;;
-    *) die "unknown group $g (want kube or etcd)" ;;
+    consul) build_module consul consul "Consul v1\.13\.9" ;;
+    vault) build_module vault vault "Vault v1\.13\.0" ;;
+    *) die "unknown group $g (want etcd, kube, consul or vault)" ;;
   esac
 done

@@ -316,6 +316,14 @@ func (c *Cluster) StartReplica(ctx context.Context, i int, binary string, out io
 	}
 }
 
+// ReplicaPID is the process ID of webhook replica i, or 0.
+func (c *Cluster) ReplicaPID(i int) int {
+	if r := c.replicas[i]; r.proc != nil {
+		return r.proc.cmd.Process.Pid
+	}
+	return 0
+}
+
 // ReplicaAddr is where replica i serves the webhook.
 func (c *Cluster) ReplicaAddr(i int) string {
 	return "127.0.0.1:" + strconv.Itoa(c.replicas[i].port)
