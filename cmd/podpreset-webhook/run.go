@@ -190,14 +190,19 @@ func run(ctx context.Context, opts Options) error {
 // configurations to podpreset's own.
 func cacheOptions(opts Options) cache.Options {
 	byName := func(name string) fields.Selector { return fields.OneTermEqualSelector("metadata.name", name) }
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}: {
-			Namespaces: map[string]cache.Config{opts.Namespace: {}},
-			Field:      byName(opts.CertSecret),
-		},
+	byObject := map[client.Object]cache.ByObject{
 		&admissionregistrationv1.MutatingWebhookConfiguration{}:   {Field: byName(opts.WebhookConfigName)},
 		&admissionregistrationv1.ValidatingWebhookConfiguration{}: {Field: byName(opts.WebhookConfigName)},
-	}}
+	}
+	// Only self mode reads a Secret, and always its own, in its own
+	// namespace; never a cluster-wide Secret watch.
+	if opts.Namespace != "" {
+		byObject[&corev1.Secret{}] = cache.ByObject{
+			Namespaces: map[string]cache.Config{opts.Namespace: {}},
+			Field:      byName(opts.CertSecret),
+		}
+	}
+	return cache.Options{ByObject: byObject}
 }
 
 // storeRunnable keeps the preset index up to date on every replica (it
