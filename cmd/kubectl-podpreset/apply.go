@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/cli-runtime/pkg/resource"
 	clientscheme "k8s.io/client-go/kubernetes/scheme"
@@ -151,6 +152,7 @@ func (o *applyOptions) classify(docs []*document) (*input, []error) {
 				errs = append(errs, &docError{d, err})
 				continue
 			}
+			o.advise(d, &pp.Spec)
 			p, err := presets.CompilePodPreset(&pp)
 			addPreset(d, p, err)
 		case d.gvk == v1alpha1.GroupVersion.WithKind(v1alpha1.KindClusterPodPreset):
@@ -166,6 +168,7 @@ func (o *applyOptions) classify(docs []*document) (*input, []error) {
 				errs = append(errs, &docError{d, err})
 				continue
 			}
+			o.advise(d, &cpp.Spec.PodPresetSpec)
 			p, err := presets.CompileClusterPodPreset(&cpp)
 			addPreset(d, p, err)
 		case d.gvk == corev1.SchemeGroupVersion.WithKind("Namespace"):
@@ -191,6 +194,14 @@ func (o *applyOptions) classify(docs []*document) (*input, []error) {
 		}
 	}
 	return in, errs
+}
+
+// advise prints, as warnings, what the validating webhook would say of a
+// valid preset.
+func (o *applyOptions) advise(d *document, spec *v1alpha1.PodPresetSpec) {
+	for _, a := range presets.Advise(spec, field.NewPath("spec")) {
+		fmt.Fprintf(o.streams.ErrOut, "Warning: %s: %s\n", d.where(), a)
+	}
 }
 
 // strictUnmarshal decodes JSON into a typed object and fails on unknown or
