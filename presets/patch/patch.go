@@ -124,8 +124,18 @@ func shallowEqual[T any](a, b []T) bool {
 		return slices.Equal(a, any(b).([]corev1.Volume))
 	case []corev1.LocalObjectReference:
 		return slices.Equal(a, any(b).([]corev1.LocalObjectReference))
+	case []corev1.VolumeMount:
+		return slices.EqualFunc(a, any(b).([]corev1.VolumeMount), sameMount)
 	}
 	return false
+}
+
+// sameMount compares two mounts field by field, pointers and the options
+// slice by identity (VolumeMount is not comparable with ==).
+func sameMount(a, b corev1.VolumeMount) bool {
+	return a.Name == b.Name && a.MountPath == b.MountPath && a.SubPath == b.SubPath && a.SubPathExpr == b.SubPathExpr &&
+		a.ReadOnly == b.ReadOnly && a.RecursiveReadOnly == b.RecursiveReadOnly && a.MountPropagation == b.MountPropagation &&
+		len(a.BindMountOptions) == len(b.BindMountOptions) && (len(a.BindMountOptions) == 0 || &a.BindMountOptions[0] == &b.BindMountOptions[0])
 }
 
 // prepend adds the entries after has in front of before's.
