@@ -50,8 +50,8 @@ fuzz: ## Fuzz the engine for FUZZTIME (default 60s).
 	$(GO) test -run '^$$' -fuzz FuzzApply -fuzztime $(or $(FUZZTIME),60s) ./presets
 
 .PHONY: golden
-golden: ## Rewrite the golden files of the CLI tests (review the diff!).
-	$(GO) test ./cmd/kubectl-podpreset -update
+golden: ## Rewrite the golden files of the CLI and handler tests (review the diff!).
+	$(GO) test ./cmd/kubectl-podpreset ./webhook -update
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code from the API types.
