@@ -62,33 +62,20 @@ build_kube() {
   log "kube: built in $((SECONDS - start))s: $("$bin/kube-apiserver" --version)"
 }
 
-build_etcd() {
-  if up_to_date etcd etcd etcd; then
-    log "etcd: up to date in bin/"
-    return
-  fi
-  log "etcd: building..."
-  local start=$SECONDS
-  (cd "$root/hack/etcd" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/etcd" .) \
-    || die "go build of etcd in hack/etcd"
-  "$bin/etcd" --version >/dev/null || die "bin/etcd does not run"
-  stamp_of etcd etcd > "$bin/.stamp-etcd"
-  log "etcd: built in $((SECONDS - start))s: $("$bin/etcd" --version | head -1)"
-}
-
-# build_module group binary version-regexp: go build of hack/<group>.
+# build_module group binary version-regexp version-args...: go build of
+# hack/<group> into bin/<binary>, checked by running it with version-args.
 build_module() {
-  local group=$1 binary=$2 want=$3
+  local group=$1 binary=$2 want=$3; shift 3
   if up_to_date "$group" "$group" "$binary"; then
     log "$group: up to date in bin/"
     return
   fi
-  log "$group: building (cold: about 10 minutes on 2 cores)..."
+  log "$group: building (cold: a few minutes on 2 cores)..."
   local start=$SECONDS
   (cd "$root/hack/$group" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/$binary" .) \
     || die "go build of $group in hack/$group"
   local version
-  version=$("$bin/$binary" version 2>&1 | head -1) || die "bin/$binary does not run: $version"
+  version=$("$bin/$binary" "$@" 2>&1 | head -1) || die "bin/$binary does not run: $version"
   [[ $version =~ $want ]] || die "bin/$binary reports '$version', want $want"
   stamp_of "$group" "$group" > "$bin/.stamp-$group"
   log "$group: built in $((SECONDS - start))s: $version"
@@ -99,9 +86,9 @@ groups=("$@")
 for g in "${groups[@]}"; do
   case $g in
     kube) build_kube ;;
-    etcd) build_etcd ;;
-    consul) build_module consul consul "Consul v1\.13\.9" ;;
-    vault) build_module vault vault "Vault v1\.13\.0" ;;
+    etcd) build_module etcd etcd "etcd Version: 3\.7\.0" --version ;;
+    consul) build_module consul consul "Consul v1\.13\.9" version ;;
+    vault) build_module vault vault "Vault v1\.13\.0" version ;;
     *) die "unknown group $g (want etcd, kube, consul or vault)" ;;
   esac
 done

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -18,19 +19,7 @@ import (
 // 1,000 presets cached (the engine benchmark's presets), after a GC-friendly
 // pause. It measures; the target (64 MiB) is checked by reading the figure.
 func BenchmarkWebhookRSS(b *testing.B) {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "rss"}}
-	if err := k8s.Create(b.Context(), ns); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = k8s.Delete(b.Context(), ns) }()
-	for _, pp := range presetstest.BenchPresets(ns.Name, 1000) {
-		if err := k8s.Create(b.Context(), pp); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := cp.WaitForPresets(b.Context()); err != nil {
-		b.Fatal(err)
-	}
+	ns := benchNamespace(b, metav1.ObjectMeta{Name: "rss"})
 	// Serve some traffic so that the handler's memory is counted too.
 	for i := range 50 {
 		p := presetstest.BenchPod(ns.Name)
@@ -80,19 +69,7 @@ func BenchmarkPodCreate(b *testing.B) {
 		{name: "no-webhook", labels: map[string]string{"podpreset.dev/ignore": "true"}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "create-", Labels: tc.labels}}
-			if err := k8s.Create(b.Context(), ns); err != nil {
-				b.Fatal(err)
-			}
-			defer func() { _ = k8s.Delete(b.Context(), ns) }()
-			for _, pp := range presetstest.BenchPresets(ns.Name, 1000) {
-				if err := k8s.Create(b.Context(), pp); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := cp.WaitForPresets(b.Context()); err != nil {
-				b.Fatal(err)
-			}
+			ns := benchNamespace(b, metav1.ObjectMeta{GenerateName: "create-", Labels: tc.labels})
 			i := 0
 			for b.Loop() {
 				p := presetstest.BenchPod(ns.Name)
@@ -107,4 +84,25 @@ func BenchmarkPodCreate(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchNamespace creates a namespace holding the benchmark's 1,000
+// presets, waits until the webhook has them all, and deletes it when the
+// benchmark ends.
+func benchNamespace(b *testing.B, meta metav1.ObjectMeta) *corev1.Namespace {
+	b.Helper()
+	ns := &corev1.Namespace{ObjectMeta: meta}
+	if err := k8s.Create(b.Context(), ns); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	for _, pp := range presetstest.BenchPresets(ns.Name, 1000) {
+		if err := k8s.Create(b.Context(), pp); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := cp.WaitForPresets(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	return ns
 }
