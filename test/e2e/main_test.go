@@ -7,7 +7,9 @@ package e2e
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/go-logr/logr"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 	"github.com/podpreset/podpreset/test/cluster"
@@ -39,6 +42,8 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	// The tests' own clients log nothing; the servers' logs are captured.
+	logf.SetLogger(logr.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	root, err := filepath.Abs("../..")
