@@ -4,15 +4,14 @@
 # into bin/:
 #   kube-apiserver, kube-controller-manager, kubectl   (hack/kube, one go build)
 #   etcd                                              (hack/etcd)
-#   consul v1.13.9, vault v1.13.0                     (hack/consul, hack/vault;
-#                                                      not built by default yet)
+#   consul v1.13.9, vault v1.13.0                     (hack/consul, hack/vault)
 # Idempotent: a stamp file per group records the pinned version and the
 # hash of its go.sum; a group whose stamp matches is not built again. The Go
 # build cache makes a rebuild after a pin change quick for unchanged packages.
 # Cold, the Kubernetes group takes about 10 to 15 minutes on 2 cores.
 #
 # Usage: hack/build-servers.sh [etcd] [kube] [consul] [vault]
-#        (default: etcd kube, what the tests use today)
+#        (default: all four)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -82,7 +81,7 @@ build_module() {
 }
 
 groups=("$@")
-[[ ${#groups[@]} -gt 0 ]] || groups=(etcd kube)
+[[ ${#groups[@]} -gt 0 ]] || groups=(etcd kube consul vault)
 for g in "${groups[@]}"; do
   case $g in
     kube) build_kube ;;
