@@ -49,7 +49,7 @@ build_kube() {
     ldflags+=" -X $p.gitVersion=$kube_version -X $p.gitMajor=1 -X $p.gitMinor=$minor"
     ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$build_date"
   done
-  log "kube: building ${bins[*]} $kube_version (cold: 10-15 minutes on 2 cores)..."
+  log "kube: building ${bins[*]} $kube_version (cold: about 7 minutes on 2 cores)..."
   local start=$SECONDS
   (cd "$root/hack/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
