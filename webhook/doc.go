@@ -2,9 +2,10 @@
 // the presets engine:
 //
 //   - PodMutator (mutating, pods, CREATE): guard, read the caches, run
-//     presets.Apply, answer with a JSON patch computed against the raw
-//     request (so fields our Go types do not know survive), every conflict
-//     as an admission warning, a metric per outcome.
+//     presets.Apply, answer with the insert-only JSON patch of
+//     presets/patch (the pod's own entries, and fields our Go types do not
+//     know, are never rewritten), every conflict as an admission warning, a
+//     metric per outcome.
 //   - PresetValidator (validating, PodPresets and ClusterPodPresets): the
 //     checks that CEL in the CRD cannot do, each denial an apierrors Invalid
 //     status that names the field.
