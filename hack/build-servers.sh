@@ -55,10 +55,11 @@ build_kube() {
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kubectl) || die "go build of Kubernetes $kube_version in hack/kube"
-  "$bin/kube-apiserver" --version | grep -q "Kubernetes $kube_version" \
-    || die "bin/kube-apiserver does not report $kube_version: $("$bin/kube-apiserver" --version)"
+  local version
+  version=$("$bin/kube-apiserver" --version 2>&1) || die "bin/kube-apiserver does not run: $version"
+  [[ $version == "Kubernetes $kube_version" ]] || die "bin/kube-apiserver reports '$version', want Kubernetes $kube_version"
   stamp_of kube kube > "$bin/.stamp-kube"
-  log "kube: built in $((SECONDS - start))s: $("$bin/kube-apiserver" --version)"
+  log "kube: built in $((SECONDS - start))s: $version"
 }
 
 # build_module group binary version-regexp version-args...: go build of
@@ -73,8 +74,11 @@ build_module() {
   local start=$SECONDS
   (cd "$root/hack/$group" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/$binary" .) \
     || die "go build of $group in hack/$group"
-  local version
-  version=$("$bin/$binary" "$@" 2>&1 | head -1) || die "bin/$binary does not run: $version"
+  # The whole output, then its first line: piping into head would fail
+  # under pipefail whenever the binary is killed by SIGPIPE.
+  local out version
+  out=$("$bin/$binary" "$@" 2>&1) || die "bin/$binary does not run: $out"
+  version=${out%%$'\n'*}
   [[ $version =~ $want ]] || die "bin/$binary reports '$version', want $want"
   stamp_of "$group" "$group" > "$bin/.stamp-$group"
   log "$group: built in $((SECONDS - start))s: $version"
