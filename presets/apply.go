@@ -58,6 +58,7 @@ func Merge(pod *corev1.Pod, presets []*Preset) Result {
 		res.Applied = append(res.Applied, p.ref)
 	}
 	m.recordApplied(res.Applied)
+	m.recordSourcesHash(presets)
 	res.Conflicts = m.conflicts
 	if !m.changed {
 		res.Pod = pod
@@ -106,6 +107,7 @@ type merger struct {
 	annots    []annotation // added annotations
 	annotsBy  []*Preset
 	applied   string                             // the new podpreset.dev/applied value, if it changes
+	srcHash   string                             // podpreset.dev/sources-hash, if added
 	sizes     struct{ env, envFrom, mounts int } // the most a target can receive
 	conflicts []Conflict
 	changed   bool
@@ -391,6 +393,19 @@ func (m *merger) recordApplied(refs []Ref) {
 	}
 }
 
+// recordSourcesHash writes podpreset.dev/sources-hash when a preset brought
+// materialised Consul or Vault values and the pod has none yet (a
+// reinvocation keeps the first).
+func (m *merger) recordSourcesHash(presets []*Preset) {
+	if _, ok := m.pod.Annotations[AnnotationSourcesHash]; ok {
+		return
+	}
+	if h := sourcesHash(presets); h != "" {
+		m.srcHash = h
+		m.changed = true
+	}
+}
+
 // finish writes what the presets added into the working copy, each list
 // allocated once at its final size, injected values deep-copied out of the
 // compiled presets.
@@ -421,8 +436,8 @@ func (m *merger) finish() *corev1.Pod {
 	if len(m.volumes) > 0 {
 		pod.Spec.Volumes = appendCopies(pod.Spec.Volumes, m.volumes)
 	}
-	if len(m.annots) > 0 || m.applied != "" {
-		annots := make(map[string]string, len(pod.Annotations)+len(m.annots)+1)
+	if len(m.annots) > 0 || m.applied != "" || m.srcHash != "" {
+		annots := make(map[string]string, len(pod.Annotations)+len(m.annots)+2)
 		maps.Copy(annots, pod.Annotations)
 		pod.Annotations = annots
 		for _, a := range m.annots {
@@ -430,6 +445,9 @@ func (m *merger) finish() *corev1.Pod {
 		}
 		if m.applied != "" {
 			pod.Annotations[AnnotationApplied] = m.applied
+		}
+		if m.srcHash != "" {
+			pod.Annotations[AnnotationSourcesHash] = m.srcHash
 		}
 	}
 	return pod

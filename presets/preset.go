@@ -45,6 +45,9 @@ type Preset struct {
 	inits       []corev1.Container
 	pullSecrets []corev1.LocalObjectReference
 	annotations []annotation // sorted by key
+	// sourceVersions are the versions of the Consul and Vault values that
+	// the status reports as materialised, for the sources hash.
+	sourceVersions string
 }
 
 type annotation struct{ key, value string }
@@ -56,17 +59,19 @@ func (p *Preset) Ref() Ref { return p.ref }
 // parse; it does not run the rest of Validate.
 func CompilePodPreset(pp *v1alpha1.PodPreset) (*Preset, error) {
 	ref := Ref{Kind: v1alpha1.KindPodPreset, Namespace: pp.Namespace, Name: pp.Name, Generation: pp.Generation}
-	return compile(ref, &pp.Spec, nil)
+	return compile(ref, &pp.Spec, nil, &pp.Status)
 }
 
 // CompileClusterPodPreset compiles a ClusterPodPreset. It fails when a
 // selector does not parse.
 func CompileClusterPodPreset(cpp *v1alpha1.ClusterPodPreset) (*Preset, error) {
 	ref := Ref{Kind: v1alpha1.KindClusterPodPreset, Name: cpp.Name, Generation: cpp.Generation}
-	return compile(ref, &cpp.Spec.PodPresetSpec, &cpp.Spec.NamespaceSelector)
+	return compile(ref, &cpp.Spec.PodPresetSpec, &cpp.Spec.NamespaceSelector, &cpp.Status)
 }
 
-func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector) (*Preset, error) {
+// compile converts a spec; Consul and Vault sources become references to
+// the objects the sources controller materialises them into.
+func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector, status *v1alpha1.PodPresetStatus) (*Preset, error) {
 	sel, err := metav1.LabelSelectorAsSelector(&spec.Selector)
 	if err != nil {
 		return nil, fmt.Errorf("compiling %s: spec.selector: %w", ref, err)
@@ -81,13 +86,13 @@ func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector)
 		p.containers = slices.Clone(spec.Containers)
 	}
 	for i := range spec.Env {
-		p.env = append(p.env, spec.Env[i].Core())
+		p.env = append(p.env, coreEnv(ref.Name, &spec.Env[i]))
 	}
 	for i := range spec.EnvFrom {
-		p.envFrom = append(p.envFrom, spec.EnvFrom[i].Core())
+		p.envFrom = append(p.envFrom, coreEnvFrom(ref.Name, &spec.EnvFrom[i]))
 	}
 	for i := range spec.Volumes {
-		p.volumes = append(p.volumes, spec.Volumes[i].Core())
+		p.volumes = append(p.volumes, coreVolume(ref.Name, &spec.Volumes[i]))
 	}
 	for i := range spec.VolumeMounts {
 		p.mounts = append(p.mounts, *spec.VolumeMounts[i].DeepCopy())
@@ -100,6 +105,7 @@ func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector)
 		p.annotations = append(p.annotations, annotation{k, v})
 	}
 	slices.SortFunc(p.annotations, func(a, b annotation) int { return strings.Compare(a.key, b.key) })
+	p.sourceVersions = sourceVersions(spec, status)
 	return p, nil
 }
 

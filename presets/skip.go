@@ -14,8 +14,10 @@ const (
 	// AnnotationApplied lists the presets applied to a pod, in application
 	// order, as Kind/name@generation, comma separated.
 	AnnotationApplied = "podpreset.dev/applied"
-	// AnnotationSourcesHash is a hash of the versions of the Consul and Vault
-	// values a pod received.
+	// AnnotationSourcesHash is written on pods that received values
+	// materialised from Consul or Vault: a hash of the versions of those
+	// values (Consul ModifyIndex, Vault version, certificate serial), never
+	// of the values.
 	AnnotationSourcesHash = "podpreset.dev/sources-hash"
 	// LabelIgnore set to "true" on a namespace keeps its pods out.
 	LabelIgnore = "podpreset.dev/ignore"

@@ -18,7 +18,7 @@ import (
 // ValidatePodPreset checks a PodPreset the way the CRD and the validating
 // webhook do, naming each field that is wrong.
 func ValidatePodPreset(pp *v1alpha1.PodPreset) field.ErrorList {
-	return ValidateSpec(&pp.Spec, field.NewPath("spec"))
+	return append(ValidateSpec(&pp.Spec, field.NewPath("spec")), validateObjectNames(pp.Name, &pp.Spec)...)
 }
 
 // ValidateClusterPodPreset checks a ClusterPodPreset, namespace selector
@@ -26,7 +26,27 @@ func ValidatePodPreset(pp *v1alpha1.PodPreset) field.ErrorList {
 func ValidateClusterPodPreset(cpp *v1alpha1.ClusterPodPreset) field.ErrorList {
 	p := field.NewPath("spec")
 	errs := metav1validation.ValidateLabelSelector(&cpp.Spec.NamespaceSelector, metav1validation.LabelSelectorValidationOptions{}, p.Child("namespaceSelector"))
-	return append(errs, ValidateSpec(&cpp.Spec.PodPresetSpec, p)...)
+	errs = append(errs, ValidateSpec(&cpp.Spec.PodPresetSpec, p)...)
+	return append(errs, validateObjectNames(cpp.Name, &cpp.Spec.PodPresetSpec)...)
+}
+
+// validateObjectNames checks that the names of the objects the sources
+// controller would write are valid: a long preset name can make them too
+// long.
+func validateObjectNames(name string, spec *v1alpha1.PodPresetSpec) field.ErrorList {
+	var errs field.ErrorList
+	seen := sets.New[string]()
+	for _, o := range SourcePlan(name, spec) {
+		if seen.Has(o.Name) {
+			continue
+		}
+		seen.Insert(o.Name)
+		for _, msg := range validation.IsDNS1123Subdomain(o.Name) {
+			errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), name,
+				fmt.Sprintf("%s needs an object named %q: %s; use a shorter preset name", o.Items[0].Field, o.Name, msg)))
+		}
+	}
+	return errs
 }
 
 // ValidateSpec checks what a preset injects: the selector parses, something
@@ -54,8 +74,16 @@ func ValidateSpec(spec *v1alpha1.PodPresetSpec, p *field.Path) field.ErrorList {
 			errs = append(errs, field.Duplicate(vp.Child("name"), v.Name))
 		}
 		vols.Insert(v.Name)
-		if n := countSources(&v.VolumeSource); n != 1 {
-			errs = append(errs, field.Invalid(vp, v.Name, "a volume must have exactly one source (emptyDir, configMap, secret, ...)"))
+		if n := countSources(&v.VolumeSource) + count(v.ConsulKV != nil, v.Vault != nil, v.VaultPKI != nil); n != 1 {
+			errs = append(errs, field.Invalid(vp, v.Name, "a volume must have exactly one source (emptyDir, configMap, secret, consulKV, vault, vaultPKI, ...)"))
+		}
+		switch {
+		case v.ConsulKV != nil:
+			errs = append(errs, validateConsulKey(v.ConsulKV.Prefix, vp.Child("consulKV", "prefix"))...)
+		case v.Vault != nil:
+			errs = append(errs, ValidateVaultPath(v.Vault.Path, vp.Child("vault", "path"))...)
+		case v.VaultPKI != nil:
+			errs = append(errs, validatePKI(v.VaultPKI, vp.Child("vaultPKI"))...)
 		}
 	}
 	errs = append(errs, validateMounts(spec.VolumeMounts, p.Child("volumeMounts"))...)
@@ -101,11 +129,110 @@ func dnsLabel(name string, p *field.Path) field.ErrorList {
 }
 
 func validateEnv(env []v1alpha1.EnvVar, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
 	core := make([]corev1.EnvVar, len(env))
+	dataKeys := map[string]string{} // data key in podpreset-<preset> -> field
 	for i := range env {
-		core[i] = env[i].Core()
+		e := &env[i]
+		core[i] = coreEnv("preset", e)
+		if e.ValueFrom == nil || (e.ValueFrom.ConsulKV == nil && e.ValueFrom.Vault == nil) {
+			continue
+		}
+		vp := p.Index(i).Child("valueFrom")
+		s := &e.ValueFrom.EnvVarSource
+		if count(e.ValueFrom.ConsulKV != nil, e.ValueFrom.Vault != nil, s.FieldRef != nil, s.ResourceFieldRef != nil, s.ConfigMapKeyRef != nil, s.SecretKeyRef != nil, s.FileKeyRef != nil) != 1 {
+			errs = append(errs, field.Invalid(vp, "", "must set exactly one of fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef, fileKeyRef, consulKV or vault"))
+			continue
+		}
+		var key string
+		var kp *field.Path
+		if c := e.ValueFrom.ConsulKV; c != nil {
+			kp = vp.Child("consulKV", "key")
+			errs = append(errs, validateConsulKey(c.Key, kp)...)
+			key = "consul " + ConsulDataKey(c.Key)
+			for _, msg := range validation.IsConfigMapKey(ConsulDataKey(c.Key)) {
+				errs = append(errs, field.Invalid(kp, c.Key, "with / replaced by . the key must be a valid ConfigMap key: "+msg))
+			}
+		} else {
+			v := e.ValueFrom.Vault
+			kp = vp.Child("vault")
+			errs = append(errs, ValidateVaultPath(v.Path, kp.Child("path"))...)
+			if v.Field == "" {
+				errs = append(errs, field.Required(kp.Child("field"), "the secret's field to read"))
+			}
+			key = "vault " + VaultDataKey(v.Path, v.Field)
+			for _, msg := range validation.IsConfigMapKey(VaultDataKey(v.Path, v.Field)) {
+				errs = append(errs, field.Invalid(kp, v.Path+"#"+v.Field, "path.field, with / replaced by ., must be a valid Secret key: "+msg))
+			}
+		}
+		if other, ok := dataKeys[key]; ok {
+			errs = append(errs, field.Duplicate(kp, fmt.Sprintf("%s (stored under the same key as %s)", key, other)))
+		}
+		dataKeys[key] = kp.String()
 	}
-	return validateCoreEnv(core, p)
+	return append(errs, validateCoreEnv(core, p)...)
+}
+
+func count(set ...bool) int {
+	n := 0
+	for _, b := range set {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// validateConsulKey checks a Consul key or prefix.
+func validateConsulKey(key string, p *field.Path) field.ErrorList {
+	switch {
+	case key == "":
+		return field.ErrorList{field.Required(p, "a Consul key must not be empty")}
+	case strings.HasPrefix(key, "/"):
+		return field.ErrorList{field.Invalid(p, key, "a Consul key must not start with /")}
+	case strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return field.ErrorList{field.Invalid(p, key, "a Consul key must not contain control characters")}
+	}
+	return nil
+}
+
+// ValidateVaultPath checks a Vault API path: no leading /, no empty, . or
+// .. segment (so that a tenancy prefix cannot be escaped), no query.
+func ValidateVaultPath(path string, p *field.Path) field.ErrorList {
+	if path == "" {
+		return field.ErrorList{field.Required(p, "a Vault path must not be empty")}
+	}
+	for _, seg := range strings.Split(path, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return field.ErrorList{field.Invalid(p, path, "a Vault path must not start or end with /, or have an empty, . or .. segment")}
+		}
+	}
+	if strings.ContainsAny(path, "?#%*+ ") || strings.ContainsFunc(path, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return field.ErrorList{field.Invalid(p, path, "a Vault path must not contain ?, #, %, *, +, spaces or control characters")}
+	}
+	return nil
+}
+
+func validatePKI(k *v1alpha1.VaultPKISource, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	errs = append(errs, ValidateVaultPath(k.Mount, p.Child("mount"))...)
+	if k.Role == "" {
+		errs = append(errs, field.Required(p.Child("role"), "the PKI role that issues the certificate"))
+	} else if strings.Contains(k.Role, "/") {
+		errs = append(errs, field.Invalid(p.Child("role"), k.Role, "a role name has no /"))
+	}
+	if k.CommonName == "" {
+		errs = append(errs, field.Required(p.Child("commonName"), "the certificate's common name"))
+	}
+	for i, n := range k.AltNames {
+		if n == "" {
+			errs = append(errs, field.Required(p.Child("altNames").Index(i), "an alt name must not be empty"))
+		}
+	}
+	if k.TTL != nil && k.TTL.Duration <= 0 {
+		errs = append(errs, field.Invalid(p.Child("ttl"), k.TTL.Duration.String(), "must be positive"))
+	}
+	return errs
 }
 
 func validateCoreEnv(env []corev1.EnvVar, p *field.Path) field.ErrorList {
@@ -147,13 +274,25 @@ func validateEnvFrom(envFrom []v1alpha1.EnvFromSource, p *field.Path) field.Erro
 	var errs field.ErrorList
 	keys := sets.New[string]()
 	for i := range envFrom {
-		e := envFrom[i].Core()
+		src := &envFrom[i]
+		e := coreEnvFrom("preset", src)
 		ep := p.Index(i)
+		if src.ConsulKV != nil || src.Vault != nil {
+			if count(src.ConsulKV != nil, src.Vault != nil, src.ConfigMapRef != nil, src.SecretRef != nil) != 1 {
+				errs = append(errs, field.Invalid(ep, "", "must set exactly one of configMapRef, secretRef, consulKV or vault"))
+				continue
+			}
+			if src.ConsulKV != nil {
+				errs = append(errs, validateConsulKey(src.ConsulKV.Prefix, ep.Child("consulKV", "prefix"))...)
+			} else {
+				errs = append(errs, ValidateVaultPath(src.Vault.Path, ep.Child("vault", "path"))...)
+			}
+		}
 		switch {
 		case e.ConfigMapRef != nil && e.SecretRef != nil:
 			errs = append(errs, field.Invalid(ep, "", "may not set both configMapRef and secretRef"))
 		case e.ConfigMapRef == nil && e.SecretRef == nil:
-			errs = append(errs, field.Required(ep, "must set configMapRef or secretRef"))
+			errs = append(errs, field.Required(ep, "must set configMapRef, secretRef, consulKV or vault"))
 		case e.ConfigMapRef != nil && e.ConfigMapRef.Name == "":
 			errs = append(errs, field.Required(ep.Child("configMapRef", "name"), "ConfigMap name must not be empty"))
 		case e.SecretRef != nil && e.SecretRef.Name == "":

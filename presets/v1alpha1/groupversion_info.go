@@ -7,9 +7,10 @@
 //
 // EnvVar, EnvVarSource, EnvFromSource and Volume are our own types that inline the
 // core ones rather than the core types themselves. Every core field is there with
-// its usual JSON name, and value sources that Kubernetes does not know (Consul KV,
-// Vault) can be added to them later as new optional fields without breaking
-// stored objects or clients.
+// its usual JSON name, next to the value sources that Kubernetes does not know:
+// consulKV, vault and vaultPKI. The sources controller materialises those into
+// ConfigMaps and Secrets, and the webhook rewrites them into the native
+// references (package presets, SourcePlan).
 //
 // Uniqueness of env names, volume names, mount paths and init container names is
 // declared with +listType=map: the API server rejects a duplicate with a

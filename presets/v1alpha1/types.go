@@ -99,20 +99,153 @@ type EnvVar struct {
 
 // EnvVarSource is the source of an env var's value: every source of a core
 // EnvVarSource (fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef,
-// fileKeyRef).
+// fileKeyRef), or a Consul key or a Vault secret field. Exactly one must be
+// set.
 type EnvVarSource struct {
 	corev1.EnvVarSource `json:",inline"`
+
+	// consulKV reads the variable from one Consul KV key. The sources
+	// controller copies the key into the ConfigMap podpreset-<preset>, and
+	// the pod gets a configMapKeyRef to it: the value is never in the pod
+	// spec.
+	// +optional
+	ConsulKV *ConsulKeySelector `json:"consulKV,omitempty"`
+
+	// vault reads the variable from one field of a Vault KV secret. The
+	// sources controller copies it into the Secret podpreset-<preset>, and
+	// the pod gets a secretKeyRef to it.
+	// +optional
+	Vault *VaultKeySelector `json:"vault,omitempty"`
+}
+
+// ConsulKeySelector names one Consul KV key.
+type ConsulKeySelector struct {
+	// key is the full Consul KV key, such as apps/shop/db/host.
+	// +kubebuilder:validation:MinLength=1
+	Key string `json:"key"`
+
+	// optional lets the pod start when the key does not exist; the
+	// variable is then unset.
+	// +optional
+	Optional *bool `json:"optional,omitempty"`
+}
+
+// VaultKeySelector names one field of a Vault KV secret.
+type VaultKeySelector struct {
+	// path is the secret's API path: secret/data/shop/db for KV version 2
+	// (secret/shop/db is read the same way), kv/shop/db for version 1.
+	// +kubebuilder:validation:MinLength=1
+	Path string `json:"path"`
+
+	// field is the field of the secret to read.
+	// +kubebuilder:validation:MinLength=1
+	Field string `json:"field"`
+
+	// optional lets the pod start when the secret or the field does not
+	// exist; the variable is then unset.
+	// +optional
+	Optional *bool `json:"optional,omitempty"`
 }
 
 // EnvFromSource is a set of environment variables to inject: every source of a
-// core EnvFromSource (configMapRef, secretRef, with an optional prefix).
+// core EnvFromSource (configMapRef, secretRef, with an optional prefix), or
+// every key under a Consul prefix, or every field of a Vault secret. Exactly
+// one of configMapRef, secretRef, consulKV and vault must be set.
 type EnvFromSource struct {
 	corev1.EnvFromSource `json:",inline"`
+
+	// consulKV makes every key under a Consul prefix an environment
+	// variable. The variable's name is the key without the prefix, with
+	// every character that is not a letter, a digit or _ replaced by _
+	// (so db/max-conns becomes db_max_conns); keys ending in / are folders
+	// and skipped. The keys are copied into a ConfigMap of their own,
+	// podpreset-<preset>-env-<hash>, which the pod loads with configMapRef.
+	// +optional
+	ConsulKV *ConsulPrefixSource `json:"consulKV,omitempty"`
+
+	// vault makes every field of a Vault KV secret an environment
+	// variable, named as for consulKV. The fields are copied into a Secret
+	// of their own, podpreset-<preset>-env-<hash>, which the pod loads with
+	// secretRef.
+	// +optional
+	Vault *VaultSecretSource `json:"vault,omitempty"`
 }
 
-// Volume is a pod volume to inject: a name and any core volume source.
+// ConsulPrefixSource names every key under a Consul KV prefix.
+type ConsulPrefixSource struct {
+	// prefix is the key prefix, such as apps/shop/. Write the trailing /
+	// to mean a folder: apps/shop also matches apps/shopping/x.
+	// +kubebuilder:validation:MinLength=1
+	Prefix string `json:"prefix"`
+
+	// optional lets the pod start before the values are materialised.
+	// +optional
+	Optional *bool `json:"optional,omitempty"`
+}
+
+// VaultSecretSource names a whole Vault KV secret.
+type VaultSecretSource struct {
+	// path is the secret's API path, as in VaultKeySelector.
+	// +kubebuilder:validation:MinLength=1
+	Path string `json:"path"`
+
+	// optional lets the pod start before the values are materialised.
+	// +optional
+	Optional *bool `json:"optional,omitempty"`
+}
+
+// Volume is a pod volume to inject: a name and any core volume source, or
+// files from Consul or Vault, or a certificate that Vault PKI issues.
+// Exactly one source must be set.
 type Volume struct {
 	corev1.Volume `json:",inline"`
+
+	// consulKV makes every key under a Consul prefix a file. The file's
+	// name is the key without the prefix, with / replaced by _ (Kubernetes
+	// ConfigMap keys are flat); a key that is still not a valid file name
+	// ([-._a-zA-Z0-9]+) is reported in the preset's status and left out.
+	// The files live in the ConfigMap podpreset-<preset>-vol-<volume>.
+	// +optional
+	ConsulKV *ConsulPrefixSource `json:"consulKV,omitempty"`
+
+	// vault makes every field of a Vault KV secret a file named after the
+	// field, from the Secret podpreset-<preset>-vol-<volume>.
+	// +optional
+	Vault *VaultSecretSource `json:"vault,omitempty"`
+
+	// vaultPKI mounts a certificate that Vault PKI issues: tls.crt,
+	// tls.key and ca.crt, from the Secret podpreset-<preset>-vol-<volume>.
+	// It is renewed when two thirds of its lifetime have passed; pods see
+	// the new files without a restart (the kubelet updates Secret volumes),
+	// unless they mount them with subPath.
+	// +optional
+	VaultPKI *VaultPKISource `json:"vaultPKI,omitempty"`
+}
+
+// VaultPKISource asks a Vault PKI secrets engine for a certificate.
+type VaultPKISource struct {
+	// mount is the PKI secrets engine's path, such as pki.
+	// +kubebuilder:validation:MinLength=1
+	Mount string `json:"mount"`
+
+	// role is the PKI role that issues the certificate
+	// (<mount>/issue/<role>).
+	// +kubebuilder:validation:MinLength=1
+	Role string `json:"role"`
+
+	// commonName is the certificate's common name.
+	// +kubebuilder:validation:MinLength=1
+	CommonName string `json:"commonName"`
+
+	// altNames are more DNS names (and IP addresses) for the certificate.
+	// +optional
+	// +listType=set
+	AltNames []string `json:"altNames,omitempty"`
+
+	// ttl is the certificate's requested lifetime; the role's default
+	// when empty. Vault may cap it at the role's max_ttl.
+	// +optional
+	TTL *metav1.Duration `json:"ttl,omitempty"`
 }
 
 // PodPresetStatus is what the controllers observed of a preset.
@@ -126,7 +259,45 @@ type PodPresetStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// sources reports each Consul key or prefix and each Vault path the
+	// preset reads: the version last materialised, when, and the last
+	// error. The SourcesReady condition sums them up.
+	// +optional
+	// +listType=map
+	// +listMapKey=source
+	Sources []SourceStatus `json:"sources,omitempty"`
 }
+
+// SourceStatus is the state of one source of a preset.
+type SourceStatus struct {
+	// source names it: consul:<key>, consul-prefix:<prefix>,
+	// vault:<path> or vault-pki:<mount>/issue/<role>.
+	Source string `json:"source"`
+
+	// version is the version of the values last materialised: the Consul
+	// ModifyIndex, the Vault KV v2 version, a keyed hash of a KV v1
+	// secret's data, or the certificate's serial number. Never a value.
+	// +optional
+	Version string `json:"version,omitempty"`
+
+	// lastSyncTime is when the values were last read and materialised.
+	// +optional
+	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
+
+	// lastError is the error of the last attempt, if it failed; the
+	// materialised values are then the last good ones.
+	// +optional
+	LastError string `json:"lastError,omitempty"`
+
+	// lastErrorTime is since when the source has been failing.
+	// +optional
+	LastErrorTime *metav1.Time `json:"lastErrorTime,omitempty"`
+}
+
+// ConditionSourcesReady is the condition type that says whether every
+// source of a preset is materialised and up to date.
+const ConditionSourcesReady = "SourcesReady"
 
 // PodPreset injects env vars, envFrom sources, volumes, volume mounts, init
 // containers, image pull secrets and annotations into the pods of its
