@@ -1,0 +1,246 @@
+package sources
+
+import (
+	"bytes"
+	"context"
+	"maps"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/podpreset/podpreset/presets"
+)
+
+// Snapshot is what is known of a source: its last good values and its last
+// error. Values are kept through errors: a source that goes down leaves the
+// last good values in place.
+type Snapshot struct {
+	// Has says a read succeeded at least once since the process started.
+	Has bool
+	// Exists is false for a Consul key or a Vault secret that is not
+	// there (a prefix always exists, perhaps empty).
+	Exists bool
+	// Data: for a Consul key, its value under ""; for a prefix, every key
+	// relative to the prefix; for a Vault secret, its fields.
+	Data    map[string][]byte
+	Version string
+	// SyncedAt is when the values were last read.
+	SyncedAt time.Time
+	// Err is the last read's error, failing since ErrSince.
+	Err      error
+	ErrSince time.Time
+}
+
+// Hub keeps the values of every Consul key and prefix and Vault secret that
+// some preset reads: one blocking query loop per Consul source, one refresh
+// loop per Vault secret, shared by every preset that reads it. It calls
+// Notify with the presets that read a source when its values or its error
+// state change.
+type Hub struct {
+	Consul  Consul
+	Vault   Vault
+	Refresh time.Duration // how often a Vault secret is read again
+	// Backoff is the first delay after a failed read; it doubles up to
+	// MaxBackoff.
+	Backoff, MaxBackoff time.Duration
+	Notify              func(presets []types.NamespacedName)
+
+	mu      sync.Mutex
+	ctx     context.Context
+	watches map[string]*watch
+	wants   map[types.NamespacedName]sets.Set[string]
+}
+
+type watch struct {
+	src    presets.Source
+	cancel context.CancelFunc
+	snap   Snapshot
+	users  sets.Set[types.NamespacedName]
+}
+
+// Start gives the hub the context its loops run in; they stop with it.
+func (h *Hub) Start(ctx context.Context) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ctx = ctx
+	if h.watches == nil {
+		h.watches = map[string]*watch{}
+		h.wants = map[types.NamespacedName]sets.Set[string]{}
+	}
+}
+
+// Want records that a preset reads these sources (and no others), starts
+// loops for new ones, stops loops nobody reads any more, and returns the
+// current snapshots by source ID.
+func (h *Hub) Want(preset types.NamespacedName, srcs []presets.Source) map[string]Snapshot {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ids := sets.New[string]()
+	out := make(map[string]Snapshot, len(srcs))
+	for _, s := range srcs {
+		id := s.ID()
+		ids.Insert(id)
+		w := h.watches[id]
+		if w == nil {
+			ctx, cancel := context.WithCancel(h.ctx)
+			w = &watch{src: s, cancel: cancel, users: sets.New[types.NamespacedName]()}
+			h.watches[id] = w
+			go h.loop(ctx, w)
+		}
+		w.users.Insert(preset)
+		out[id] = w.snap
+	}
+	for id := range h.wants[preset] {
+		if ids.Has(id) {
+			continue
+		}
+		if w := h.watches[id]; w != nil {
+			w.users.Delete(preset)
+			if w.users.Len() == 0 {
+				w.cancel()
+				delete(h.watches, id)
+			}
+		}
+	}
+	if ids.Len() == 0 {
+		delete(h.wants, preset)
+	} else {
+		h.wants[preset] = ids
+	}
+	return out
+}
+
+// Watches is how many loops run, for tests.
+func (h *Hub) Watches() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.watches)
+}
+
+// update stores the outcome of a read and notifies the readers when the
+// values or the error state changed.
+func (h *Hub) update(w *watch, next Snapshot, err error) {
+	h.mu.Lock()
+	prev := w.snap
+	now := time.Now()
+	if err != nil {
+		next = prev
+		next.Err = err
+		if prev.Err == nil {
+			next.ErrSince = now
+		}
+	} else {
+		next.Has, next.SyncedAt = true, now
+	}
+	w.snap = next
+	changed := (prev.Err == nil) != (next.Err == nil) ||
+		(err == nil && (!prev.Has || prev.Version != next.Version || prev.Exists != next.Exists || !sameData(prev.Data, next.Data)))
+	users := w.users.UnsortedList()
+	h.mu.Unlock()
+	result := "unchanged"
+	switch {
+	case err != nil:
+		result = "error"
+	case changed:
+		result = "changed"
+	}
+	kind := "consul"
+	if w.src.Kind == presets.SourceVault {
+		kind = "vault"
+	}
+	sourceReads.WithLabelValues(kind, result).Inc()
+	if changed && h.Notify != nil {
+		h.Notify(users)
+	}
+}
+
+func sameData(a, b map[string][]byte) bool {
+	return maps.EqualFunc(a, b, func(x, y []byte) bool { return bytes.Equal(x, y) })
+}
+
+func (h *Hub) loop(ctx context.Context, w *watch) {
+	backoff := wait.Backoff{Duration: h.Backoff, Factor: 2, Cap: h.MaxBackoff, Steps: 1 << 30}
+	fail := func(err error) {
+		h.update(w, Snapshot{}, err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff.Step()):
+		}
+	}
+	ok := func() { backoff = wait.Backoff{Duration: h.Backoff, Factor: 2, Cap: h.MaxBackoff, Steps: 1 << 30} }
+	var index uint64
+	for ctx.Err() == nil {
+		switch w.src.Kind {
+		case presets.SourceConsulKey:
+			kv, next, err := h.Consul.Key(ctx, w.src.Path, index)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				fail(err)
+				continue
+			}
+			ok()
+			snap := Snapshot{Version: "absent"}
+			if kv != nil {
+				snap = Snapshot{Exists: true, Data: map[string][]byte{"": kv.Value}, Version: strconv.FormatUint(kv.ModifyIndex, 10)}
+			}
+			h.update(w, snap, nil)
+			index = nextIndex(index, next)
+		case presets.SourceConsulPrefix:
+			kvs, next, err := h.Consul.Prefix(ctx, w.src.Path, index)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				fail(err)
+				continue
+			}
+			ok()
+			snap := Snapshot{Exists: true, Data: make(map[string][]byte, len(kvs)), Version: strconv.FormatUint(next, 10)}
+			for _, kv := range kvs {
+				if rel := strings.TrimPrefix(kv.Key, w.src.Path); rel != "" && !strings.HasSuffix(rel, "/") {
+					snap.Data[rel] = kv.Value
+				}
+			}
+			h.update(w, snap, nil)
+			index = nextIndex(index, next)
+		case presets.SourceVault:
+			s, err := h.Vault.Read(ctx, w.src.Path)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				fail(err)
+				continue
+			}
+			ok()
+			snap := Snapshot{Version: "absent"}
+			if s != nil {
+				snap = Snapshot{Exists: true, Data: s.Data, Version: s.Version}
+			}
+			h.update(w, snap, nil)
+			select {
+			case <-ctx.Done():
+			case <-time.After(h.Refresh):
+			}
+		default:
+			return // PKI is the controller's own
+		}
+	}
+}
+
+// nextIndex is the wait index for the next blocking query. Consul's rules:
+// an index that goes backwards (a restored or restarted server) resets the
+// wait to 0, and an index of 0 is never waited on.
+func nextIndex(prev, next uint64) uint64 {
+	if next < prev || next == 0 {
+		return 0
+	}
+	return next
+}

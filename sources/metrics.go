@@ -1,0 +1,33 @@
+package sources
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	sourceReads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podpreset_source_reads_total",
+		Help: "Reads of Consul keys and prefixes and Vault secrets, by source (consul, vault) and result (changed, unchanged, error).",
+	}, []string{"source", "result"})
+	objectWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podpreset_materialised_writes_total",
+		Help: "ConfigMaps and Secrets the sources controller created, updated (content changed or repaired) or deleted.",
+	}, []string{"kind", "op"})
+	vaultLogins = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podpreset_vault_logins_total",
+		Help: "Vault logins, by auth method and result.",
+	}, []string{"method", "result"})
+	vaultRenewals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podpreset_vault_token_renewals_total",
+		Help: "Vault token renewals, by result; a failed renewal is followed by a login.",
+	}, []string{"result"})
+	certificatesIssued = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "podpreset_vault_certificates_issued_total",
+		Help: "Certificates Vault PKI issued for vaultPKI volumes.",
+	})
+)
+
+func init() {
+	metrics.Registry.MustRegister(sourceReads, objectWrites, vaultLogins, vaultRenewals, certificatesIssued)
+}
