@@ -17,10 +17,21 @@ import (
 // PresetValidator checks PodPresets and ClusterPodPresets on create and
 // update, for what CEL in the CRD cannot say: selectors that parse, env var
 // names Kubernetes accepts, exactly one source per entry, and the same checks
-// the CLI runs (presets.Validate*). A denial is an Invalid status naming each
+// the CLI runs (presets.Validate*), and the tenancy of Consul and Vault
+// sources. A denial is an Invalid status naming each
 // field; advice that is not an error comes back as warnings.
 type PresetValidator struct {
 	Decoder admission.Decoder
+	// Sources checks the Consul keys and Vault paths a preset reads
+	// against the tenancy configuration; nil skips that check.
+	Sources SourcePolicy
+}
+
+// SourcePolicy says which Consul keys and Vault paths a preset may read
+// (sources.Tenancy). namespace is a PodPreset's namespace, empty for a
+// ClusterPodPreset.
+type SourcePolicy interface {
+	Check(namespace string, spec *v1alpha1.PodPresetSpec) field.ErrorList
 }
 
 var _ admission.Handler = (*PresetValidator)(nil)
@@ -44,6 +55,9 @@ func (v *PresetValidator) Handle(_ context.Context, req admission.Request) admis
 		}
 		errs, spec = presets.ValidatePodPreset(pp), &pp.Spec
 		_, compiled = presets.CompilePodPreset(pp)
+		if v.Sources != nil {
+			errs = append(errs, v.Sources.Check(req.Namespace, spec)...)
+		}
 	case v1alpha1.KindClusterPodPreset:
 		cpp := &v1alpha1.ClusterPodPreset{}
 		if err := v.Decoder.DecodeRaw(req.Object, cpp); err != nil {
@@ -51,6 +65,9 @@ func (v *PresetValidator) Handle(_ context.Context, req admission.Request) admis
 		}
 		errs, spec = presets.ValidateClusterPodPreset(cpp), &cpp.Spec.PodPresetSpec
 		_, compiled = presets.CompileClusterPodPreset(cpp)
+		if v.Sources != nil {
+			errs = append(errs, v.Sources.Check("", spec)...)
+		}
 	default:
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("unexpected kind %s", req.Kind))
 	}

@@ -56,6 +56,10 @@ type Options struct {
 	// Certs are the lifetimes of self mode.
 	CALifetime, CertLifetime, CertPropagation time.Duration
 	CertLookahead                             float64
+
+	// SourcesConfig is the Consul, Vault and tenancy configuration file;
+	// empty turns sources off (presets that read them are refused).
+	SourcesConfig string
 }
 
 // Certificate modes.
@@ -98,6 +102,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.DurationVar(&o.CertLifetime, "cert-lifetime", o.CertLifetime, "lifetime of a serving certificate (self mode)")
 	fs.Float64Var(&o.CertLookahead, "cert-lookahead", o.CertLookahead, "renew a certificate when this fraction of its lifetime is left (self mode)")
 	fs.DurationVar(&o.CertPropagation, "cert-propagation", o.CertPropagation, "how long a new CA is in the caBundle before it signs the served certificate (self mode)")
+	fs.StringVar(&o.SourcesConfig, "sources-config", "", "Consul, Vault and tenancy configuration file (docs/sources.md); empty turns Consul and Vault sources off")
 	fs.StringVar(&o.Host, "host", "", "address the webhook server listens on (default all)")
 	fs.IntVar(&o.Port, "port", o.Port, "port the webhook server listens on")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, `address of /metrics; "0" turns it off`)

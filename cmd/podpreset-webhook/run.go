@@ -32,6 +32,7 @@ import (
 
 	"github.com/podpreset/podpreset/certs"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
+	"github.com/podpreset/podpreset/sources"
 	"github.com/podpreset/podpreset/webhook"
 )
 
@@ -43,6 +44,8 @@ const (
 
 // RBAC for the server, generated into manifests/rbac by `make manifests`.
 // +kubebuilder:rbac:groups=podpreset.dev,resources=podpresets;clusterpodpresets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=podpreset.dev,resources=podpresets/status;clusterpodpresets/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=configmaps;secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=system
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch,namespace=system
@@ -84,6 +87,13 @@ func run(ctx context.Context, opts Options) error {
 	ctrl.SetLogger(log)
 	ctx = ctrl.LoggerInto(ctx, log)
 
+	var srcCfg *sources.Config
+	if opts.SourcesConfig != "" {
+		var err error
+		if srcCfg, err = sources.LoadConfig(opts.SourcesConfig); err != nil {
+			return err
+		}
+	}
 	cfg, err := restConfig(opts.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("loading the kubeconfig: %w", err)
@@ -111,7 +121,7 @@ func run(ctx context.Context, opts Options) error {
 	}
 	server := crwebhook.NewServer(crwebhook.Options{Host: opts.Host, Port: opts.Port, CertDir: opts.CertDir, TLSOpts: tlsOpts})
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Cache:                   cacheOptions(opts),
+		Cache:                   cacheOptions(opts, srcCfg != nil),
 		Scheme:                  scheme,
 		Logger:                  log,
 		WebhookServer:           server,
@@ -135,7 +145,13 @@ func run(ctx context.Context, opts Options) error {
 	server.Register(mutatePodsPath, webhook.WithHTTPErrors(&admission.Webhook{Handler: &webhook.PodMutator{
 		Presets: store, Namespaces: mgr.GetCache(), Decoder: decoder, OwnNamespace: opts.Namespace,
 	}}))
-	server.Register(validatePresetsPath, webhook.WithHTTPErrors(&admission.Webhook{Handler: &webhook.PresetValidator{Decoder: decoder}}))
+	tenancy := sources.NewTenancy(srcCfg)
+	server.Register(validatePresetsPath, webhook.WithHTTPErrors(&admission.Webhook{Handler: &webhook.PresetValidator{Decoder: decoder, Sources: tenancy}}))
+	if srcCfg != nil {
+		if err := setupSources(mgr, srcCfg, tenancy); err != nil {
+			return err
+		}
+	}
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the health check: %w", err)
@@ -187,9 +203,38 @@ func run(ctx context.Context, opts Options) error {
 	return nil
 }
 
+// setupSources starts the Consul and Vault clients and the materialising
+// controller (leader only).
+func setupSources(mgr manager.Manager, cfg *sources.Config, tenancy *sources.Tenancy) error {
+	hub := &sources.Hub{Backoff: 500 * time.Millisecond, MaxBackoff: 10 * time.Second, Refresh: time.Minute}
+	ctl := &sources.Controller{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Hub: hub, Tenancy: tenancy}
+	if cfg.Consul != nil {
+		c, err := sources.NewConsul(cfg.Consul)
+		if err != nil {
+			return err
+		}
+		hub.Consul = c
+	}
+	if cfg.Vault != nil {
+		v, err := sources.NewVault(cfg.Vault)
+		if err != nil {
+			return err
+		}
+		hub.Vault, ctl.Vault = v, v
+		if cfg.Vault.RefreshInterval.Duration > 0 {
+			hub.Refresh = cfg.Vault.RefreshInterval.Duration
+		}
+	}
+	if err := ctl.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the sources controller: %w", err)
+	}
+	return nil
+}
+
 // cacheOptions limits what the cache holds of Secrets and webhook
-// configurations to podpreset's own.
-func cacheOptions(opts Options) cache.Options {
+// configurations to podpreset's own: the certificate Secret, and with
+// sources, the ConfigMaps and Secrets labelled managed-by podpreset.
+func cacheOptions(opts Options, withSources bool) cache.Options {
 	byName := func(name string) fields.Selector { return fields.OneTermEqualSelector("metadata.name", name) }
 	byObject := map[client.Object]cache.ByObject{
 		&admissionregistrationv1.MutatingWebhookConfiguration{}:   {Field: byName(opts.WebhookConfigName)},
@@ -197,11 +242,16 @@ func cacheOptions(opts Options) cache.Options {
 	}
 	// Only self mode reads a Secret, and always its own, in its own
 	// namespace; never a cluster-wide Secret watch.
+	secrets := map[string]cache.Config{}
 	if opts.Namespace != "" {
-		byObject[&corev1.Secret{}] = cache.ByObject{
-			Namespaces: map[string]cache.Config{opts.Namespace: {}},
-			Field:      byName(opts.CertSecret),
-		}
+		secrets[opts.Namespace] = cache.Config{FieldSelector: byName(opts.CertSecret)}
+	}
+	if withSources {
+		secrets[cache.AllNamespaces] = cache.Config{LabelSelector: sources.CacheSelector()}
+		byObject[&corev1.ConfigMap{}] = cache.ByObject{Label: sources.CacheSelector()}
+	}
+	if len(secrets) > 0 {
+		byObject[&corev1.Secret{}] = cache.ByObject{Namespaces: secrets}
 	}
 	return cache.Options{ByObject: byObject}
 }

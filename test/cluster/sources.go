@@ -19,6 +19,9 @@ type Consul struct {
 	Addr string
 	proc *process
 	dir  string
+	bin  string
+	args []string
+	logs io.Writer
 }
 
 // Vault is a Vault dev server on loopback, started by StartVault.
@@ -26,6 +29,9 @@ type Vault struct {
 	// Addr is the API's URL; RootToken its root token.
 	Addr, RootToken string
 	proc            *process
+	bin             string
+	args            []string
+	logs            io.Writer
 }
 
 // StartConsul starts bin/consul in dev mode on free loopback ports and
@@ -50,22 +56,35 @@ func StartConsul(ctx context.Context, root string, logs io.Writer) (*Consul, err
 	if logs == nil {
 		logs = io.Discard
 	}
-	p, err := startProcess(ctx, "consul", logs, bin, "agent", "-dev",
-		"-bind=127.0.0.1", "-client=127.0.0.1", "-data-dir="+dir,
-		"-http-port="+strconv.Itoa(ports[0]), "-server-port="+strconv.Itoa(ports[1]),
-		"-serf-lan-port="+strconv.Itoa(ports[2]), "-serf-wan-port="+strconv.Itoa(ports[3]),
-		"-dns-port=-1", "-grpc-port=-1")
-	if err != nil {
+	c := &Consul{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), dir: dir, bin: bin, logs: logs, args: []string{"agent", "-dev",
+		"-bind=127.0.0.1", "-client=127.0.0.1", "-data-dir=" + dir,
+		"-http-port=" + strconv.Itoa(ports[0]), "-server-port=" + strconv.Itoa(ports[1]),
+		"-serf-lan-port=" + strconv.Itoa(ports[2]), "-serf-wan-port=" + strconv.Itoa(ports[3]),
+		"-dns-port=-1", "-grpc-port=-1"}}
+	if err := c.Start(ctx); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	c := &Consul{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), proc: p, dir: dir}
-	if err := waitHTTP(p, "http://"+c.Addr+"/v1/status/leader", func(body string) bool { return len(body) > 2 }); err != nil {
-		c.Stop()
-		return nil, fmt.Errorf("consul: %w", err)
-	}
 	return c, nil
 }
+
+// Start starts a stopped Consul again, on the same ports, empty (dev
+// mode keeps nothing), and waits until it has a leader.
+func (c *Consul) Start(ctx context.Context) error {
+	p, err := startProcess(ctx, "consul", c.logs, c.bin, c.args...)
+	if err != nil {
+		return err
+	}
+	c.proc = p
+	if err := waitHTTP(p, "http://"+c.Addr+"/v1/status/leader", func(body string) bool { return len(body) > 2 }); err != nil {
+		p.stop()
+		return fmt.Errorf("consul: %w", err)
+	}
+	return nil
+}
+
+// Halt stops Consul, keeping its ports for Start.
+func (c *Consul) Halt() { c.proc.stop() }
 
 // Stop stops Consul and removes its data.
 func (c *Consul) Stop() {
@@ -92,18 +111,29 @@ func StartVault(ctx context.Context, root string, logs io.Writer) (*Vault, error
 	if logs == nil {
 		logs = io.Discard
 	}
-	v := &Vault{Addr: "http://127.0.0.1:" + strconv.Itoa(port), RootToken: "root-" + hex.EncodeToString(tok)}
+	v := &Vault{Addr: "http://127.0.0.1:" + strconv.Itoa(port), RootToken: "root-" + hex.EncodeToString(tok), bin: bin, logs: logs}
 	// The root token is passed as a flag: it is a throwaway dev server's.
-	v.proc, err = startProcess(ctx, "vault", logs, bin, "server", "-dev", "-dev-no-store-token",
-		"-dev-listen-address=127.0.0.1:"+strconv.Itoa(port), "-dev-root-token-id="+v.RootToken)
-	if err != nil {
+	v.args = []string{"server", "-dev", "-dev-no-store-token",
+		"-dev-listen-address=127.0.0.1:" + strconv.Itoa(port), "-dev-root-token-id=" + v.RootToken}
+	if err := v.Start(ctx); err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(v.proc, v.Addr+"/v1/sys/health", func(string) bool { return true }); err != nil {
-		v.Stop()
-		return nil, fmt.Errorf("vault: %w", err)
-	}
 	return v, nil
+}
+
+// Start starts a stopped Vault again, on the same port with the same root
+// token, empty (dev mode keeps nothing), and waits until it is healthy.
+func (v *Vault) Start(ctx context.Context) error {
+	p, err := startProcess(ctx, "vault", v.logs, v.bin, v.args...)
+	if err != nil {
+		return err
+	}
+	v.proc = p
+	if err := waitHTTP(p, v.Addr+"/v1/sys/health", func(string) bool { return true }); err != nil {
+		p.stop()
+		return fmt.Errorf("vault: %w", err)
+	}
+	return nil
 }
 
 // Stop stops Vault; its storage was in memory.

@@ -73,7 +73,25 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
-	if err := cp.StartWebhook(ctx, webhookBin, logw, "-v=1"); err != nil {
+	srcDir, err := os.MkdirTemp("", "podpreset-e2e-sources-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(srcDir)
+	srcCfg, err := startSources(ctx, srcDir)
+	if consulSrv != nil {
+		defer consulSrv.Stop()
+	}
+	if vaultSrv != nil {
+		defer vaultSrv.Stop()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: Consul and Vault: %v\n", err)
+		return 1
+	}
+	webhookArgs = []string{"-v=1", "--sources-config=" + srcCfg}
+	if err := cp.StartWebhook(ctx, webhookBin, logw, webhookArgs...); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n%s", err, webhookLog.String())
 		return 1
 	}
@@ -81,7 +99,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "e2e: control plane and webhook up in %s\n", time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "e2e: control plane, Consul, Vault and webhook up in %s\n", time.Since(start).Round(time.Millisecond))
 	return m.Run()
 }
 

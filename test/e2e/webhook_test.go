@@ -275,7 +275,7 @@ func TestPodsAreCreatedWhileTheWebhookIsDown(t *testing.T) {
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
-			_ = cp.StartWebhook(context.Background(), webhookBin, &webhookLog, "-v=1")
+			_ = cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...)
 		}
 	})
 	pod := testPod("while-down", ns, labels)
@@ -283,7 +283,7 @@ func TestPodsAreCreatedWhileTheWebhookIsDown(t *testing.T) {
 	if len(pod.Spec.Containers[0].Env) != 0 {
 		t.Errorf("the webhook is down, yet the pod got %v", pod.Spec.Containers[0].Env)
 	}
-	if err := cp.StartWebhook(t.Context(), webhookBin, &webhookLog, "-v=1"); err != nil {
+	if err := cp.StartWebhook(t.Context(), webhookBin, &webhookLog, webhookArgs...); err != nil {
 		t.Fatal(err)
 	}
 	restarted = true
