@@ -139,6 +139,7 @@ func (h *Hub) update(w *watch, next Snapshot, err error) {
 	}
 	w.snap = next
 	changed := (prev.Err == nil) != (next.Err == nil) ||
+		(prev.Err != nil && next.Err != nil && prev.Err.Error() != next.Err.Error()) ||
 		(err == nil && (!prev.Has || prev.Version != next.Version || prev.Exists != next.Exists || !sameData(prev.Data, next.Data)))
 	users := w.users.UnsortedList()
 	h.mu.Unlock()
@@ -182,6 +183,9 @@ func (h *Hub) loop(ctx context.Context, w *watch) {
 				return
 			}
 			if err != nil {
+				// The server may come back with a lower index (a restore,
+				// a new cluster): start over without waiting.
+				index = 0
 				fail(err)
 				continue
 			}
@@ -198,6 +202,7 @@ func (h *Hub) loop(ctx context.Context, w *watch) {
 				return
 			}
 			if err != nil {
+				index = 0
 				fail(err)
 				continue
 			}

@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -117,6 +118,27 @@ func vaultEnv(name, path, field string) v1alpha1.EnvVar {
 	return v1alpha1.EnvVar{Name: name, ValueFrom: &v1alpha1.EnvVarSource{Vault: &v1alpha1.VaultKeySelector{Path: path, Field: field}}}
 }
 
+// createSourcesPreset creates a preset and, if the test fails, logs its
+// status (which never holds a value).
+func createSourcesPreset(t *testing.T, obj client.Object) {
+	t.Helper()
+	createPreset(t, obj)
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			return
+		}
+		b, _ := json.MarshalIndent(obj.(interface{ GetObjectKind() schema.ObjectKind }), "", "  ")
+		var v struct {
+			Status json.RawMessage `json:"status"`
+		}
+		_ = json.Unmarshal(b, &v)
+		t.Logf("%s status: %s", obj.GetName(), v.Status)
+	})
+}
+
 // createPod creates a pod and returns it as stored.
 func createPod(t *testing.T, pod *corev1.Pod) *corev1.Pod {
 	t.Helper()
@@ -141,7 +163,7 @@ func TestConsulValuesReachPods(t *testing.T) {
 	pp.Spec.EnvFrom = []v1alpha1.EnvFromSource{{ConsulKV: &v1alpha1.ConsulPrefixSource{Prefix: base + "env/"}}}
 	pp.Spec.Volumes = []v1alpha1.Volume{{Volume: corev1.Volume{Name: "conf"}, ConsulKV: &v1alpha1.ConsulPrefixSource{Prefix: base + "conf/"}}}
 	pp.Spec.VolumeMounts = []corev1.VolumeMount{{Name: "conf", MountPath: "/etc/shop"}}
-	createPreset(t, pp)
+	createSourcesPreset(t, pp)
 
 	// The single key, in the preset's ConfigMap.
 	configMapData(t, ns, "podpreset-shop", 20*time.Second, hasValue(presets.ConsulDataKey(base+"db/host"), "db-1.internal"))
@@ -235,7 +257,7 @@ func TestVaultSecretsReachPodsAndNeverLeak(t *testing.T) {
 	pp.Spec.EnvFrom = []v1alpha1.EnvFromSource{{Vault: &v1alpha1.VaultSecretSource{Path: "secret/data/" + ns + "/api"}}}
 	pp.Spec.Volumes = []v1alpha1.Volume{{Volume: corev1.Volume{Name: "files"}, Vault: &v1alpha1.VaultSecretSource{Path: "kv1/" + ns + "/files"}}}
 	pp.Spec.VolumeMounts = []corev1.VolumeMount{{Name: "files", MountPath: "/etc/pay", ReadOnly: true}}
-	createPreset(t, pp)
+	createSourcesPreset(t, pp)
 
 	key := presets.VaultDataKey("secret/data/"+ns+"/db", "password")
 	secretData(t, ns, "podpreset-pay", 20*time.Second, func(d map[string][]byte) error {
@@ -341,8 +363,14 @@ func TestVaultSecretsReachPodsAndNeverLeak(t *testing.T) {
 }
 
 func TestVaultKubernetesAuthUsesTokenReview(t *testing.T) {
-	// The webhook logged in with its service account token: Vault checked
-	// it with the control plane's TokenReview API.
+	// The webhook logs in with its service account token when it first
+	// reads Vault; Vault checks the token with the control plane's
+	// TokenReview API.
+	ns := namespace(t, nil)
+	putVault(t, ns+"/auth", map[string]any{"token": secretValue(t)})
+	pp := podPreset("auth", ns, map[string]string{"app": "auth"}, vaultEnv("TOKEN", "secret/data/"+ns+"/auth", "token"))
+	createSourcesPreset(t, pp)
+	sourcesCondition(t, pp, metav1.ConditionTrue, 20*time.Second)
 	eventually(t, 20*time.Second, func() error {
 		if n := counters(t)[`podpreset_vault_logins_total{method="kubernetes",result="ok"}`]; n < 1 {
 			return fmt.Errorf("no successful kubernetes login yet (%v)", n)
@@ -382,8 +410,8 @@ func TestVaultPKICertificates(t *testing.T) {
 	cn := "web." + ns + ".svc"
 	pp := podPreset("tls", ns, labels)
 	pp.Spec.Volumes = []v1alpha1.Volume{{Volume: corev1.Volume{Name: "tls"}, VaultPKI: &v1alpha1.VaultPKISource{
-		Mount: "pki", Role: "web", CommonName: cn, AltNames: []string{"web", "127.0.0.1"}, TTL: &metav1.Duration{Duration: 15 * time.Second}}}}
-	createPreset(t, pp)
+		Mount: "pki", Role: "web", CommonName: cn, AltNames: []string{"web." + ns + ".svc.cluster.local", "127.0.0.1"}, TTL: &metav1.Duration{Duration: 15 * time.Second}}}}
+	createSourcesPreset(t, pp)
 	var first *x509.Certificate
 	secretData(t, ns, "podpreset-tls-vol-tls", 20*time.Second, func(d map[string][]byte) error {
 		first = parsePEMCert(d["tls.crt"])
@@ -404,7 +432,7 @@ func TestVaultPKICertificates(t *testing.T) {
 	if _, err := first.Verify(x509.VerifyOptions{Roots: roots, DNSName: cn}); err != nil {
 		t.Errorf("the certificate does not verify against Vault's PKI CA for %s: %v", cn, err)
 	}
-	if !slices.Contains(first.DNSNames, "web") || len(first.IPAddresses) != 1 || first.IPAddresses[0].String() != "127.0.0.1" {
+	if !slices.Contains(first.DNSNames, "web."+ns+".svc.cluster.local") || len(first.IPAddresses) != 1 || first.IPAddresses[0].String() != "127.0.0.1" {
 		t.Errorf("names: DNS %v, IP %v", first.DNSNames, first.IPAddresses)
 	}
 	// Renewed at two thirds of its 15s lifetime, before it expires.
@@ -455,7 +483,7 @@ func TestSourcesTenancy(t *testing.T) {
 	cpp.Spec.NamespaceSelector = metav1.LabelSelector{MatchLabels: map[string]string{"tenant": "b"}}
 	cpp.Spec.Selector = metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}}
 	cpp.Spec.Env = []v1alpha1.EnvVar{vaultEnv("P", "secret/data/"+b+"/db", "password")}
-	createPreset(t, cpp)
+	createSourcesPreset(t, cpp)
 	secretData(t, b, "podpreset-db-"+b, 20*time.Second, func(d map[string][]byte) error {
 		if len(d[presets.VaultDataKey("secret/data/"+b+"/db", "password")]) == 0 {
 			return errors.New("not materialised yet")
@@ -479,7 +507,7 @@ func TestSourcesSurviveOutages(t *testing.T) {
 	putConsul(t, base+"mode", "normal")
 	putVault(t, ns+"/db", map[string]any{"password": secretValue(t)})
 	pp := podPreset("res", ns, labels, consulEnv("MODE", base+"mode"), vaultEnv("PASSWORD", "secret/data/"+ns+"/db", "password"))
-	createPreset(t, pp)
+	createSourcesPreset(t, pp)
 	sourcesCondition(t, pp, metav1.ConditionTrue, 20*time.Second)
 	waitForPreset(t, ns, labels, "PodPreset/res@1")
 
@@ -492,11 +520,18 @@ func TestSourcesSurviveOutages(t *testing.T) {
 			}
 		})
 		stoppedAt := time.Now()
-		st := sourcesCondition(t, pp, metav1.ConditionFalse, 20*time.Second)
-		src := sourceStatus(t, st, "consul:"+base+"mode")
-		if !strings.Contains(src.LastError, "consul unreachable") || src.LastErrorTime == nil || src.LastErrorTime.Time.Before(stoppedAt.Add(-time.Second)) {
-			t.Errorf("the status says %q since %v, want consul unreachable since the stop at %s", src.LastError, src.LastErrorTime, stoppedAt)
-		}
+		sourcesCondition(t, pp, metav1.ConditionFalse, 20*time.Second)
+		// A stopping agent first answers 500 (no leader), then nothing.
+		eventually(t, 20*time.Second, func() error {
+			if err := k8s.Get(t.Context(), client.ObjectKeyFromObject(pp), pp); err != nil {
+				return err
+			}
+			src := sourceStatus(t, &pp.Status, "consul:"+base+"mode")
+			if !strings.Contains(src.LastError, "consul unreachable") || src.LastErrorTime == nil || src.LastErrorTime.Time.Before(stoppedAt.Add(-time.Second)) {
+				return fmt.Errorf("the status says %q since %v, want consul unreachable since the stop at %s", src.LastError, src.LastErrorTime, stoppedAt)
+			}
+			return nil
+		})
 		// Pods are admitted, with the references to the last values.
 		pod := createPod(t, testPod("during-consul-outage", ns, labels))
 		if !strings.Contains(pod.Annotations[presets.AnnotationApplied], "PodPreset/res@1") {
@@ -505,13 +540,14 @@ func TestSourcesSurviveOutages(t *testing.T) {
 		configMapData(t, ns, "podpreset-res", time.Second, hasValue(presets.ConsulDataKey(base+"mode"), "normal"))
 		// Consul comes back (empty: a dev server) and the key is written
 		// again.
-		if err := consulSrv.Start(t.Context()); err != nil {
+		// Not the test's context: Consul outlives the test.
+		if err := consulSrv.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		restarted = true
 		putConsul(t, base+"mode", "recovered")
 		configMapData(t, ns, "podpreset-res", 20*time.Second, hasValue(presets.ConsulDataKey(base+"mode"), "recovered"))
-		st = sourcesCondition(t, pp, metav1.ConditionTrue, 20*time.Second)
+		st := sourcesCondition(t, pp, metav1.ConditionTrue, 20*time.Second)
 		if src := sourceStatus(t, st, "consul:"+base+"mode"); src.LastError != "" || src.LastErrorTime != nil {
 			t.Errorf("the error did not clear: %+v", src)
 		}
@@ -540,7 +576,7 @@ func TestSourcesSurviveOutages(t *testing.T) {
 		}
 		// Vault comes back (empty), is set up again, and the secret is
 		// written again: the webhook logs in again and the status clears.
-		if err := restartVault(t.Context()); err != nil {
+		if err := restartVault(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		restarted = true
