@@ -1,7 +1,10 @@
 package manifests
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -13,6 +16,8 @@ import (
 	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/podpreset/podpreset/sources"
 )
 
 // build runs kustomize on a directory, as `kubectl apply -k` does.
@@ -176,5 +181,32 @@ func TestCertManagerInstall(t *testing.T) {
 	}
 	if cert.Spec.SecretName != "podpreset-webhook-tls" || !slices.Contains(cert.Spec.DNSNames, "podpreset-webhook-service.podpreset-system.svc") {
 		t.Errorf("serving Certificate %+v", cert.Spec)
+	}
+}
+
+func TestSourcesInstall(t *testing.T) {
+	m := build(t, "sources")
+	var d appsv1.Deployment
+	object(t, m, "Deployment", "podpreset-webhook", &d)
+	c := d.Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--sources-config=/etc/podpreset/sources.yaml") || !slices.Contains(c.Args, "--cert-mode=self") {
+		t.Errorf("args %v", c.Args)
+	}
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/etc/podpreset" {
+		t.Errorf("mounts %v", c.VolumeMounts)
+	}
+	vols := d.Spec.Template.Spec.Volumes
+	if len(vols) != 1 || vols[0].ConfigMap == nil || !strings.HasPrefix(vols[0].ConfigMap.Name, "podpreset-sources-") {
+		t.Fatalf("volumes %v: want the generated podpreset-sources ConfigMap", vols)
+	}
+	var cm corev1.ConfigMap
+	object(t, m, "ConfigMap", vols[0].ConfigMap.Name, &cm)
+	// The shipped configuration loads as the webhook would load it.
+	p := filepath.Join(t.TempDir(), "sources.yaml")
+	if err := os.WriteFile(p, []byte(cm.Data["sources.yaml"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sources.LoadConfig(p); err != nil {
+		t.Errorf("the shipped sources.yaml: %v", err)
 	}
 }

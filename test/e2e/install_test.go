@@ -36,6 +36,16 @@ func TestDefaultInstallIsAccepted(t *testing.T) {
 			t.Errorf("kubectl printed no %q:\n%s", want, out)
 		}
 	}
+	// The install with Consul and Vault sources too.
+	out, _, err = cp.Kubectl(t.Context(), nil, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k", cp.Root+"/manifests/sources")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"configmap/podpreset-sources-", "deployment.apps/podpreset-webhook serverside-applied (server dry run)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl printed no %q:\n%s", want, out)
+		}
+	}
 }
 
 // TestMetrics checks that the webhook counts what it does.
