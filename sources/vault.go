@@ -151,7 +151,13 @@ func (v *vaultClient) loginLocked(ctx context.Context) (string, error) {
 			break
 		}
 		c.SetToken(strings.TrimSpace(string(b)))
+		// Its TTL, to renew it in time. A token whose policies do not
+		// allow lookup-self (no default policy) is used as it is.
 		secret, err = c.Auth().Token().LookupSelfWithContext(ctx)
+		var re *vaultapi.ResponseError
+		if err != nil && errors.As(err, &re) && re.StatusCode == http.StatusForbidden {
+			secret, err = &vaultapi.Secret{Data: map[string]any{}}, nil
+		}
 		if err == nil && secret != nil {
 			ttl, _ := secret.TokenTTL()
 			renewable, _ := secret.TokenIsRenewable()
@@ -186,7 +192,7 @@ func (v *vaultClient) loginLocked(ctx context.Context) (string, error) {
 	}
 	if err != nil {
 		vaultLogins.WithLabelValues(a.Method, "error").Inc()
-		return "", fmt.Errorf("vault login (%s): %w", a.Method, err)
+		return "", fmt.Errorf("vault login (%s): %w", a.Method, cleanVaultError(err))
 	}
 	vaultLogins.WithLabelValues(a.Method, "ok").Inc()
 	v.token = secret.Auth.ClientToken
