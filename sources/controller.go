@@ -3,6 +3,7 @@ package sources
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -202,9 +203,10 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if err := c.sweep(ctx, p, nil, nil); err != nil {
 			return reconcile.Result{}, err
 		}
-		p.status.Sources = nil
-		meta.RemoveStatusCondition(&p.status.Conditions, v1alpha1.ConditionSourcesReady)
-		return reconcile.Result{}, c.Client.Status().Update(ctx, p.obj)
+		next := p.status.DeepCopy()
+		next.Sources = nil
+		meta.RemoveStatusCondition(&next.Conditions, v1alpha1.ConditionSourcesReady)
+		return reconcile.Result{}, c.patchStatus(ctx, p, next)
 	}
 
 	plan := presets.SourcePlan(p.obj.GetName(), p.spec)
@@ -573,6 +575,7 @@ func (c *Controller) upsert(ctx context.Context, ns string, want client.Object) 
 		err = c.Client.Create(ctx, want)
 		if err == nil {
 			objectWrites.WithLabelValues(kindName(want), "create").Inc()
+			ctrl.LoggerFrom(ctx).Info("materialised", "kind", kindName(want), "namespace", ns, "name", want.GetName(), "keys", len(dataKeys(want)))
 			return nil
 		}
 		if !apierrors.IsAlreadyExists(err) {
@@ -588,11 +591,33 @@ func (c *Controller) upsert(ctx context.Context, ns string, want client.Object) 
 	if !owned(have, want.GetOwnerReferences()[0].UID) {
 		return fmt.Errorf("%s %s/%s exists and is not this preset's (no owner reference to it): rename or delete it", kindName(want), ns, want.GetName())
 	}
-	if sameContent(have, want) {
-		return nil
+	// The cache may lag our own last write: on a conflict, read the
+	// object from the API server and try again.
+	for attempt := 0; ; attempt++ {
+		if sameContent(have, want) {
+			return nil
+		}
+		err := c.Client.Update(ctx, repaired(have, want))
+		if err == nil {
+			objectWrites.WithLabelValues(kindName(want), "update").Inc()
+			ctrl.LoggerFrom(ctx).Info("updated", "kind", kindName(want), "namespace", ns, "name", want.GetName(), "keys", len(dataKeys(want)))
+			return nil
+		}
+		if !apierrors.IsConflict(err) || attempt == 3 {
+			return fmt.Errorf("updating %s %s/%s: %w", kindName(want), ns, want.GetName(), err)
+		}
+		if err := c.Reader.Get(ctx, client.ObjectKeyFromObject(want), have); err != nil {
+			return fmt.Errorf("reading %s %s/%s: %w", kindName(want), ns, want.GetName(), err)
+		}
+		if !owned(have, want.GetOwnerReferences()[0].UID) {
+			return fmt.Errorf("%s %s/%s exists and is not this preset's (no owner reference to it): rename or delete it", kindName(want), ns, want.GetName())
+		}
 	}
-	// Repair: our label, our owner reference, our data; whatever else
-	// someone added stays.
+}
+
+// repaired is have with our label and our data; whatever else someone
+// added stays.
+func repaired(have, want client.Object) client.Object {
 	upd := have.DeepCopyObject().(client.Object)
 	lbl := upd.GetLabels()
 	if lbl == nil {
@@ -608,10 +633,17 @@ func (c *Controller) upsert(ctx context.Context, ns string, want client.Object) 
 		w := want.(*corev1.Secret)
 		u.Data, u.StringData = w.Data, nil
 	}
-	if err := c.Client.Update(ctx, upd); err != nil {
-		return fmt.Errorf("updating %s %s/%s: %w", kindName(want), ns, want.GetName(), err)
+	return upd
+}
+
+// dataKeys lists an object's keys (never its values), for logs.
+func dataKeys(o client.Object) []string {
+	switch o := o.(type) {
+	case *corev1.ConfigMap:
+		return append(slices.Collect(maps.Keys(o.Data)), slices.Collect(maps.Keys(o.BinaryData))...)
+	case *corev1.Secret:
+		return slices.Collect(maps.Keys(o.Data))
 	}
-	objectWrites.WithLabelValues(kindName(want), "update").Inc()
 	return nil
 }
 
@@ -736,13 +768,22 @@ func (c *Controller) writeStatus(ctx context.Context, p *preset, states map[stri
 	if equality.Semantic.DeepEqual(next, p.status) {
 		return nil
 	}
-	*p.status = *next
-	if err := c.Client.Status().Update(ctx, p.obj); err != nil {
-		if apierrors.IsConflict(err) {
-			return fmt.Errorf("updating the status (will retry): %w", err)
-		}
+	return c.patchStatus(ctx, p, next)
+}
+
+// patchStatus writes a status whole, as a merge patch without a
+// resourceVersion: the leader is its only writer, and the cache may lag its
+// own last write, so an Update would often conflict.
+func (c *Controller) patchStatus(ctx context.Context, p *preset, next *v1alpha1.PodPresetStatus) error {
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{
+		"observedGeneration": next.ObservedGeneration, "conditions": next.Conditions, "sources": next.Sources}})
+	if err != nil {
+		return err
+	}
+	if err := c.Client.Status().Patch(ctx, p.obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		return fmt.Errorf("updating the status: %w", err)
 	}
+	*p.status = *next
 	return nil
 }
 

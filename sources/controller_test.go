@@ -78,7 +78,7 @@ func (f *controllerFixture) status(t *testing.T, key types.NamespacedName) *v1al
 func filesPreset(prefix string) *v1alpha1.PodPreset {
 	return &v1alpha1.PodPreset{
 		ObjectMeta: metav1.ObjectMeta{Name: "conf", Namespace: "shop", UID: "uid-conf", Generation: 1},
-		Spec: v1alpha1.PodPresetSpec{Volumes: []v1alpha1.Volume{{Volume: corev1.Volume{Name: "files"}, ConsulKV: &v1alpha1.ConsulPrefixSource{Prefix: prefix}}}},
+		Spec:       v1alpha1.PodPresetSpec{Volumes: []v1alpha1.Volume{{Volume: corev1.Volume{Name: "files"}, ConsulKV: &v1alpha1.ConsulPrefixSource{Prefix: prefix}}}},
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -49,6 +50,9 @@ type Hub struct {
 	// MaxBackoff.
 	Backoff, MaxBackoff time.Duration
 	Notify              func(presets []types.NamespacedName)
+	// Log receives a line per change (at V(1)): the source and its
+	// version, never a value.
+	Log logr.Logger
 
 	mu      sync.Mutex
 	ctx     context.Context
@@ -155,9 +159,19 @@ func (h *Hub) update(w *watch, next Snapshot, err error) {
 		kind = "vault"
 	}
 	sourceReads.WithLabelValues(kind, result).Inc()
+	if changed && h.Log.GetSink() != nil {
+		h.Log.V(1).Info("source changed", "source", w.src.ID(), "version", next.Version, "error", errString(next.Err), "presets", len(users))
+	}
 	if changed && h.Notify != nil {
 		h.Notify(users)
 	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 func sameData(a, b map[string][]byte) bool {

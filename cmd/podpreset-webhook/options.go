@@ -57,6 +57,11 @@ type Options struct {
 	CALifetime, CertLifetime, CertPropagation time.Duration
 	CertLookahead                             float64
 
+	// KubeAPIQPS and KubeAPIBurst limit the client's requests to the API
+	// server.
+	KubeAPIQPS   float32
+	KubeAPIBurst int
+
 	// SourcesConfig is the Consul, Vault and tenancy configuration file;
 	// empty turns sources off (presets that read them are refused).
 	SourcesConfig string
@@ -84,6 +89,8 @@ func defaultOptions() Options {
 		CertLifetime:           certs.DefaultConfig().LeafLifetime,
 		CertPropagation:        certs.DefaultConfig().Propagation,
 		CertLookahead:          certs.DefaultConfig().Lookahead,
+		KubeAPIQPS:             50,
+		KubeAPIBurst:           100,
 	}
 }
 
@@ -103,6 +110,8 @@ func parseFlags(args []string) (Options, error) {
 	fs.Float64Var(&o.CertLookahead, "cert-lookahead", o.CertLookahead, "renew a certificate when this fraction of its lifetime is left (self mode)")
 	fs.DurationVar(&o.CertPropagation, "cert-propagation", o.CertPropagation, "how long a new CA is in the caBundle before it signs the served certificate (self mode)")
 	fs.StringVar(&o.SourcesConfig, "sources-config", "", "Consul, Vault and tenancy configuration file (docs/sources.md); empty turns Consul and Vault sources off")
+	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "requests per second to the API server (the sources controller writes a ConfigMap or Secret and a status per change)")
+	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "burst of requests to the API server")
 	fs.StringVar(&o.Host, "host", "", "address the webhook server listens on (default all)")
 	fs.IntVar(&o.Port, "port", o.Port, "port the webhook server listens on")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, `address of /metrics; "0" turns it off`)
@@ -128,6 +137,9 @@ func (o *Options) Validate() error {
 	}
 	if o.LogFormat != "json" && o.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("--log-format %q: must be json or text", o.LogFormat))
+	}
+	if o.KubeAPIQPS <= 0 || o.KubeAPIBurst <= 0 {
+		errs = append(errs, fmt.Errorf("--kube-api-qps %v, --kube-api-burst %d: must be positive", o.KubeAPIQPS, o.KubeAPIBurst))
 	}
 	if o.LogLevel < 0 {
 		errs = append(errs, fmt.Errorf("-v %d: must not be negative", o.LogLevel))

@@ -98,6 +98,7 @@ func run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("loading the kubeconfig: %w", err)
 	}
+	cfg.QPS, cfg.Burst = opts.KubeAPIQPS, opts.KubeAPIBurst
 	scheme, err := newScheme()
 	if err != nil {
 		return fmt.Errorf("building the scheme: %w", err)
@@ -206,7 +207,7 @@ func run(ctx context.Context, opts Options) error {
 // setupSources starts the Consul and Vault clients and the materialising
 // controller (leader only).
 func setupSources(mgr manager.Manager, cfg *sources.Config, tenancy *sources.Tenancy) error {
-	hub := &sources.Hub{Backoff: 500 * time.Millisecond, MaxBackoff: 10 * time.Second, Refresh: time.Minute}
+	hub := &sources.Hub{Backoff: 500 * time.Millisecond, MaxBackoff: 10 * time.Second, Refresh: time.Minute, Log: mgr.GetLogger().WithName("sources")}
 	ctl := &sources.Controller{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Hub: hub, Tenancy: tenancy}
 	if cfg.Consul != nil {
 		c, err := sources.NewConsul(cfg.Consul)

@@ -9,9 +9,12 @@ import (
 	"testing"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/podpreset/podpreset/presets"
 	"github.com/podpreset/podpreset/presets/presetstest"
 )
 
@@ -105,4 +108,50 @@ func benchNamespace(b *testing.B, meta metav1.ObjectMeta) *corev1.Namespace {
 		b.Fatal(err)
 	}
 	return ns
+}
+
+// BenchmarkConsulChangeToConfigMap measures how long a Consul KV change
+// takes to reach the materialised ConfigMap: one write, then reads of the
+// ConfigMap every 5ms until it holds the new value (at most 10s).
+func BenchmarkConsulChangeToConfigMap(b *testing.B) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "consul-latency-"}}
+	if err := k8s.Create(b.Context(), ns); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	key := "apps/" + ns.Name + "/value"
+	if _, err := consulKV.Put(&consulapi.KVPair{Key: key, Value: []byte("0")}, nil); err != nil {
+		b.Fatal(err)
+	}
+	pp := podPreset("latency", ns.Name, map[string]string{"app": "latency"}, consulEnv("VALUE", key))
+	if err := k8s.Create(b.Context(), pp); err != nil {
+		b.Fatal(err)
+	}
+	name := types.NamespacedName{Namespace: ns.Name, Name: "podpreset-latency"}
+	dataKey := presets.ConsulDataKey(key)
+	wait := func(want string) time.Duration {
+		start := time.Now()
+		for {
+			var cm corev1.ConfigMap
+			if err := k8s.Get(b.Context(), name, &cm); err == nil && cm.Data[dataKey] == want {
+				return time.Since(start)
+			}
+			if time.Since(start) > 10*time.Second {
+				b.Fatalf("the ConfigMap did not get %q within 10s", want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	wait("0")
+	var worst time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		v := strconv.Itoa(i)
+		if _, err := consulKV.Put(&consulapi.KVPair{Key: key, Value: []byte(v)}, nil); err != nil {
+			b.Fatal(err)
+		}
+		worst = max(worst, wait(v))
+	}
+	b.ReportMetric(float64(worst.Milliseconds()), "max-ms")
 }
