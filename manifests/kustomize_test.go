@@ -12,6 +12,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -185,7 +186,28 @@ func TestCertManagerInstall(t *testing.T) {
 }
 
 func TestSourcesInstall(t *testing.T) {
+	// Without sources, no access to ConfigMaps or Secrets outside the
+	// webhook's own namespace.
+	for _, r := range build(t, "default").Resources() {
+		if r.GetKind() != "ClusterRole" {
+			continue
+		}
+		var cr rbacv1.ClusterRole
+		object(t, build(t, "default"), "ClusterRole", r.GetName(), &cr)
+		for _, rule := range cr.Rules {
+			if slices.Contains(rule.Resources, "secrets") || slices.Contains(rule.Resources, "configmaps") {
+				t.Errorf("the default install's ClusterRole %s grants %v on %v", r.GetName(), rule.Verbs, rule.Resources)
+			}
+		}
+	}
 	m := build(t, "sources")
+	var cr rbacv1.ClusterRole
+	object(t, m, "ClusterRole", "podpreset-sources", &cr)
+	var crb rbacv1.ClusterRoleBinding
+	object(t, m, "ClusterRoleBinding", "podpreset-sources", &crb)
+	if crb.Subjects[0].Name != "podpreset-webhook" || crb.Subjects[0].Namespace != "podpreset-system" {
+		t.Errorf("the sources role is bound to %+v", crb.Subjects)
+	}
 	var d appsv1.Deployment
 	object(t, m, "Deployment", "podpreset-webhook", &d)
 	c := d.Spec.Template.Spec.Containers[0]

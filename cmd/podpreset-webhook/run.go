@@ -43,9 +43,10 @@ const (
 )
 
 // RBAC for the server, generated into manifests/rbac by `make manifests`.
+// What the sources controller needs more (ConfigMaps and Secrets in every
+// namespace, preset status) is in manifests/sources/rbac.yaml, installed
+// only with sources.
 // +kubebuilder:rbac:groups=podpreset.dev,resources=podpresets;clusterpodpresets,verbs=get;list;watch
-// +kubebuilder:rbac:groups=podpreset.dev,resources=podpresets/status;clusterpodpresets/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=configmaps;secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=system
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch,namespace=system
