@@ -3,14 +3,19 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/podpreset/podpreset/certs"
 )
 
 // Consul is a Consul dev agent on loopback, started by StartConsul.
@@ -160,4 +165,94 @@ func waitHTTP(p *process, url string, ok func(body string) bool) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// SecureConsul is a Consul dev agent that serves HTTPS only, with ACLs on
+// (default deny), started by StartSecureConsul.
+type SecureConsul struct {
+	*Consul
+	// URL is the HTTPS API's address; CAFile verifies it; Token is the
+	// initial management token (it may read and write everything).
+	URL, CAFile, Token string
+}
+
+// StartSecureConsul starts bin/consul in dev mode with TLS (a CA and a
+// certificate for 127.0.0.1 written into a temporary directory) and ACLs
+// in default-deny mode, and waits until it has a leader.
+func StartSecureConsul(ctx context.Context, root string, logs io.Writer) (*SecureConsul, error) {
+	bin := filepath.Join(root, "bin", "consul")
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("bin/consul is missing: run hack/build-servers.sh (make test does): %w", err)
+	}
+	ports := make([]int, 5)
+	for i := range ports {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ports[i] = p
+	}
+	dir, err := os.MkdirTemp("", "podpreset-consul-tls-")
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	ca, err := certs.NewCA(now, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := certs.NewLeaf(ca, now, time.Hour, []string{"localhost", "server.dc1.consul"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	files := map[string][]byte{"ca.crt": ca.CertPEM, "tls.crt": leaf.CertPEM, "tls.key": leaf.KeyPEM}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	tok := make([]byte, 16)
+	if _, err := rand.Read(tok); err != nil {
+		return nil, err
+	}
+	token := fmt.Sprintf("%x-%x-%x-%x-%x", tok[0:4], tok[4:6], tok[6:8], tok[8:10], tok[10:16])
+	if logs == nil {
+		logs = io.Discard
+	}
+	hcl := fmt.Sprintf(`ports { http = -1, https = %d }
+tls { defaults { ca_file = %q, cert_file = %q, key_file = %q, verify_incoming = false } }
+acl { enabled = true, default_policy = "deny", tokens { initial_management = %q } }`,
+		ports[0], filepath.Join(dir, "ca.crt"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), token)
+	c := &Consul{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), dir: dir, bin: bin, logs: logs, args: []string{"agent", "-dev",
+		"-bind=127.0.0.1", "-client=127.0.0.1", "-data-dir=" + dir,
+		"-server-port=" + strconv.Itoa(ports[1]),
+		"-serf-lan-port=" + strconv.Itoa(ports[2]), "-serf-wan-port=" + strconv.Itoa(ports[3]),
+		"-dns-port=-1", "-grpc-port=-1", "-hcl", hcl}}
+	p, err := startProcess(ctx, "consul-tls", logs, bin, c.args...)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	c.proc = p
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second}
+	url := "https://" + c.Addr
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := client.Get(url + "/v1/status/leader")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && len(body) > 2 {
+				break
+			}
+		}
+		if p.exited() || time.Now().After(deadline) {
+			c.Stop()
+			return nil, fmt.Errorf("consul with TLS and ACLs not ready (last: %v)", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return &SecureConsul{Consul: c, URL: url, CAFile: filepath.Join(dir, "ca.crt"), Token: token}, nil
 }
