@@ -56,6 +56,17 @@
 //     legacy podpreset.admission.kubernetes.io/exclude) are left alone;
 //     SkipNamespace says which namespaces are always out.
 //
+// # Consul and Vault sources
+//
+// Compile rewrites a source reference (env valueFrom.consulKV / .vault,
+// envFrom consulKV / vault, volumes consulKV / vault / vaultPKI) into the
+// native reference to the object that the sources controller materialises it
+// into (SourcePlan lists them: podpreset-<preset>, podpreset-<preset>-env-
+// <hash>, podpreset-<preset>-vol-<volume>), so Apply, the patch and the CLI
+// see only core types and never a value. When a preset's status reports the
+// versions it materialised, Merge writes podpreset.dev/sources-hash: a hash
+// of those versions, kept on reinvocation.
+//
 // # Idempotency
 //
 // Applying the same presets to the result changes nothing: every entry is

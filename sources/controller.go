@@ -181,6 +181,10 @@ type sourceState struct {
 // and reports in its status.
 func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	key := req.NamespacedName
+	if !c.Hub.Running() {
+		// The hub and the controller start together on the new leader.
+		return reconcile.Result{RequeueAfter: 200 * time.Millisecond}, nil
+	}
 	p, err := c.get(ctx, key)
 	if apierrors.IsNotFound(err) {
 		c.Hub.Want(key, nil) // its objects go with it: they are owned
@@ -744,7 +748,9 @@ func (c *Controller) writeStatus(ctx context.Context, p *preset, states map[stri
 				s.LastErrorTime = &metav1.Time{Time: now.Truncate(time.Second)}
 			}
 			failing = append(failing, id+": "+s.LastError)
-		} else if st.pending {
+		} else if st.pending && old.Version == "" {
+			// Never materialised. (A new leader has not read a source yet
+			// but its last values are in place: that is not pending.)
 			pending = append(pending, id)
 		}
 		out = append(out, s)

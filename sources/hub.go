@@ -78,6 +78,13 @@ func (h *Hub) Start(ctx context.Context) {
 	}
 }
 
+// Running says whether Start has been called: Want needs the context.
+func (h *Hub) Running() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ctx != nil
+}
+
 // Want records that a preset reads these sources (and no others), starts
 // loops for new ones, stops loops nobody reads any more, and returns the
 // current snapshots by source ID.
