@@ -433,14 +433,22 @@ func (c *Controller) build(ctx context.Context, p *preset, o presets.Object, nam
 			}
 		}
 	}
-	size := 0
+	size, largest := 0, ""
 	for k, v := range data {
 		size += len(k) + len(v)
+		if largest == "" || len(v) > len(data[largest]) {
+			largest = k
+		}
 	}
 	if size > MaxObjectBytes {
+		origin := from[largest]
+		if origin == "" {
+			origin = largest
+		}
 		for _, it := range o.Items {
 			state(it.Source).errs = append(state(it.Source).errs,
-				fmt.Sprintf("%s %s would hold %d bytes, over the %d-byte limit: not updated", kindOf(o), o.Name, size, MaxObjectBytes))
+				fmt.Sprintf("%s %s would hold %d bytes, over the %d-byte limit (the largest value: %q, %d bytes): not updated",
+					kindOf(o), o.Name, size, MaxObjectBytes, origin, len(data[largest])))
 		}
 		return nil, false, renewIn
 	}

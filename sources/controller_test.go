@@ -117,7 +117,8 @@ func TestControllerRefusesValuesOverTheSizeLimit(t *testing.T) {
 		t.Errorf("a ConfigMap over the limit was written (%d keys)", len(cm.Data))
 	}
 	st := f.status(t, confKey)
-	if len(st.Sources) != 1 || !strings.Contains(st.Sources[0].LastError, "over the") || !strings.Contains(st.Sources[0].LastError, "podpreset-conf-vol-files") {
+	if len(st.Sources) != 1 || !strings.Contains(st.Sources[0].LastError, "over the") || !strings.Contains(st.Sources[0].LastError, "podpreset-conf-vol-files") ||
+		!strings.Contains(st.Sources[0].LastError, `"apps/shop/big.bin"`) {
 		t.Errorf("status %+v", st.Sources)
 	}
 }
