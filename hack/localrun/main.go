@@ -1,8 +1,10 @@
 // Command localrun is `make run`: it starts a local control plane (etcd,
 // kube-apiserver, kube-controller-manager, built into bin/ by
-// hack/build-servers.sh), runs the podpreset-webhook binary against it,
-// applies every example in manifests/examples with kubectl, prints what the
-// pods received, and keeps running until Ctrl-C so that you can try your own
+// hack/build-servers.sh) and Consul and Vault dev servers, runs the
+// podpreset-webhook binary against them, writes the examples' values into
+// Consul and Vault (their seed.sh), applies every example in
+// manifests/examples with kubectl, prints what the pods received and what was
+// materialised, and keeps running until Ctrl-C so that you can try your own
 // presets with the kubeconfig it prints. --once stops after the summary.
 package main
 
@@ -57,12 +59,32 @@ func run(ctx context.Context, once, verbose bool, out io.Writer) error {
 		return err
 	}
 	defer c.Stop()
+	fmt.Fprintln(out, "Starting Consul and Vault dev servers on 127.0.0.1...")
+	consul, err := cluster.StartConsul(ctx, root, logs)
+	if err != nil {
+		return err
+	}
+	defer consul.Stop()
+	vault, err := cluster.StartVault(ctx, root, logs)
+	if err != nil {
+		return err
+	}
+	defer vault.Stop()
+	dir, err := os.MkdirTemp("", "podpreset-run-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	srcCfg, err := sourcesConfig(dir, consul, vault)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintln(out, "Building and starting podpreset-webhook...")
 	bin, err := c.WebhookBinary(ctx)
 	if err != nil {
 		return err
 	}
-	if err := c.StartWebhook(ctx, bin, nil, "--log-format=text"); err != nil {
+	if err := c.StartWebhook(ctx, bin, nil, "--log-format=text", "--sources-config="+srcCfg); err != nil {
 		return err
 	}
 	examples, err := filepath.Glob(filepath.Join(root, "manifests", "examples", "*", "20-*.yaml"))
@@ -79,6 +101,12 @@ func run(ctx context.Context, once, verbose bool, out io.Writer) error {
 	}
 	sort.Strings(names)
 	for _, d := range names {
+		if seed := filepath.Join(d, "seed.sh"); exists(seed) {
+			fmt.Fprintf(out, "Writing manifests/examples/%s/seed.sh into Consul and Vault\n", filepath.Base(d))
+			if err := cluster.Seed(ctx, seed, consul.Addr, vault.Addr, vault.RootToken); err != nil {
+				return err
+			}
+		}
 		fmt.Fprintf(out, "Applying manifests/examples/%s\n", filepath.Base(d))
 		if o, err := c.ApplyExample(ctx, d); err != nil {
 			return fmt.Errorf("%w\n%s", err, o)
@@ -90,9 +118,13 @@ func run(ctx context.Context, once, verbose bool, out io.Writer) error {
 	if once {
 		return nil
 	}
-	fmt.Fprintf(out, "\nThe control plane and the webhook keep running. Try it:\n\n"+
-		"  export KUBECONFIG=%s\n  bin/kubectl get podpresets,clusterpodpresets -A\n  bin/kubectl get pods -A\n\n"+
-		"Press Ctrl-C to stop everything.\n", c.Kubeconfig)
+	fmt.Fprintf(out, "\nThe control plane, Consul, Vault and the webhook keep running. Try it:\n\n"+
+		"  export KUBECONFIG=%s\n  bin/kubectl get podpresets,clusterpodpresets -A\n  bin/kubectl get pods -A\n"+
+		"  bin/kubectl get podpreset -n orders orders-config -o yaml   # the sources' status\n"+
+		"  bin/consul kv put -http-addr=%s apps/orders/env/LOG_LEVEL debug\n"+
+		"  bin/kubectl get configmaps -n orders -l app.kubernetes.io/managed-by=podpreset -o yaml\n\n"+
+		"Consul: http://%s  Vault: %s (a dev server; its root token is in %s)\n\n"+
+		"Press Ctrl-C to stop everything.\n", c.Kubeconfig, consul.Addr, consul.Addr, vault.Addr, filepath.Join(dir, "vault-token"))
 	<-ctx.Done()
 	fmt.Fprintln(out, "Stopping...")
 	return nil
@@ -150,6 +182,27 @@ func summary(ctx context.Context, c *cluster.Cluster, out io.Writer) error {
 		case <-timeAfter():
 		}
 	}
+	// The sources controller materialises the examples' Consul and Vault
+	// values within moments.
+	var cms corev1.ConfigMapList
+	var secs corev1.SecretList
+	managed := client.MatchingLabels{"app.kubernetes.io/managed-by": "podpreset"}
+	for range 300 {
+		if err := cl.List(ctx, &cms, managed); err != nil {
+			return err
+		}
+		if err := cl.List(ctx, &secs, managed); err != nil {
+			return err
+		}
+		if len(cms.Items) > 0 && len(secs.Items) > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeAfter():
+		}
+	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Namespace+pods[i].Name < pods[j].Namespace+pods[j].Name })
 	fmt.Fprintln(out, "\nPods and what podpreset injected:")
 	for _, p := range pods {
@@ -166,5 +219,69 @@ func summary(ctx context.Context, c *cluster.Cluster, out io.Writer) error {
 			fmt.Fprintf(out, "    %-16s %s\n", ctr.Name, strings.Join(env, " "))
 		}
 	}
+	fmt.Fprintln(out, "\nMaterialised from Consul and Vault (keys only):")
+	for _, cm := range cms.Items {
+		if !ownedByPreset(cm.OwnerReferences) {
+			continue
+		}
+		fmt.Fprintf(out, "\n  ConfigMap %s/%s  %s\n", cm.Namespace, cm.Name, strings.Join(sortedKeys(cm.Data), " "))
+	}
+	for _, s := range secs.Items {
+		if !ownedByPreset(s.OwnerReferences) {
+			continue // the webhook's own certificate Secret
+		}
+		fmt.Fprintf(out, "\n  Secret %s/%s  %s\n", s.Namespace, s.Name, strings.Join(sortedKeys(s.Data), " "))
+	}
 	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func ownedByPreset(refs []metav1.OwnerReference) bool {
+	for _, r := range refs {
+		if r.Kind == "PodPreset" || r.Kind == "ClusterPodPreset" {
+			return true
+		}
+	}
+	return false
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// sourcesConfig writes the webhook's sources configuration for the dev
+// servers: Vault with its root token (a throwaway dev server's), and the
+// tenancy the examples need.
+func sourcesConfig(dir string, consul *cluster.Consul, vault *cluster.Vault) (string, error) {
+	token := filepath.Join(dir, "vault-token")
+	if err := os.WriteFile(token, []byte(vault.RootToken), 0o600); err != nil {
+		return "", err
+	}
+	cfg := fmt.Sprintf(`consul:
+  address: %s
+vault:
+  address: %s
+  refreshInterval: 10s
+  auth:
+    method: token
+    tokenFile: %s
+tenancy:
+  podPresets:
+    consulPrefixes: ["apps/{{ .Namespace }}/"]
+    vaultPaths: ["secret/data/{{ .Namespace }}/*"]
+  clusterPodPresets:
+    consulPrefixes: ["platform/"]
+    vaultPaths: ["secret/data/platform/*"]
+`, consul.Addr, vault.Addr, token)
+	path := filepath.Join(dir, "sources.yaml")
+	return path, os.WriteFile(path, []byte(cfg), 0o600)
 }

@@ -13,7 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/podpreset/podpreset/certs"
 )
@@ -255,4 +259,53 @@ acl { enabled = true, default_policy = "deny", tokens { initial_management = %q 
 		time.Sleep(100 * time.Millisecond)
 	}
 	return &SecureConsul{Consul: c, URL: url, CAFile: filepath.Join(dir, "ca.crt"), Token: token}, nil
+}
+
+// Seed runs the `consul kv put KEY VALUE` and `vault kv put -mount=M PATH
+// k=v...` lines of an example's seed.sh against a Consul and a Vault, as the
+// consul and vault commands would (KV v2 for vault). Other lines must be
+// comments, blank or `set -e`.
+func Seed(ctx context.Context, path, consulAddr, vaultAddr, vaultToken string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	cc := consulapi.DefaultConfig()
+	cc.Address = consulAddr
+	cl, err := consulapi.NewClient(cc)
+	if err != nil {
+		return err
+	}
+	vc := vaultapi.DefaultConfig()
+	vc.Address = vaultAddr
+	vl, err := vaultapi.NewClient(vc)
+	if err != nil {
+		return err
+	}
+	vl.SetToken(vaultToken)
+	for i, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 0 || strings.HasPrefix(f[0], "#") || line == "set -e":
+		case len(f) >= 5 && f[0] == "consul" && f[1] == "kv" && f[2] == "put":
+			if _, err := cl.KV().Put(&consulapi.KVPair{Key: f[3], Value: []byte(strings.Join(f[4:], " "))}, (&consulapi.WriteOptions{}).WithContext(ctx)); err != nil {
+				return fmt.Errorf("%s:%d: %w", path, i+1, err)
+			}
+		case len(f) >= 6 && f[0] == "vault" && f[1] == "kv" && f[2] == "put" && strings.HasPrefix(f[3], "-mount="):
+			data := map[string]any{}
+			for _, kv := range f[5:] {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					return fmt.Errorf("%s:%d: %q is not key=value", path, i+1, kv)
+				}
+				data[k] = v
+			}
+			if _, err := vl.KVv2(strings.TrimPrefix(f[3], "-mount=")).Put(ctx, f[4], data); err != nil {
+				return fmt.Errorf("%s:%d: %w", path, i+1, err)
+			}
+		default:
+			return fmt.Errorf("%s:%d: not a consul kv put or vault kv put -mount= line: %q", path, i+1, line)
+		}
+	}
+	return nil
 }

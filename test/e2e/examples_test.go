@@ -2,13 +2,18 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/podpreset/podpreset/test/cluster"
 )
 
 // TestExamples applies every example in manifests/examples with the real
@@ -79,6 +84,41 @@ func TestExamples(t *testing.T) {
 				}
 			},
 		},
+		"orders": {
+			podNS: "orders", podLabels: map[string]string{"app": "orders"},
+			check: func(t *testing.T, pod corev1.Pod) {
+				c := pod.Spec.Containers[0]
+				refs := map[string]string{}
+				for _, e := range c.Env {
+					switch {
+					case e.Value != "":
+						t.Errorf("%s has a value in the pod spec", e.Name)
+					case e.ValueFrom != nil && e.ValueFrom.ConfigMapKeyRef != nil:
+						refs[e.Name] = "ConfigMap/" + e.ValueFrom.ConfigMapKeyRef.Name + "/" + e.ValueFrom.ConfigMapKeyRef.Key
+					case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+						refs[e.Name] = "Secret/" + e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+					}
+				}
+				want := map[string]string{
+					"ORDERS_DB_HOST":     "ConfigMap/podpreset-orders-config/apps.orders.db.host",
+					"ORDERS_DB_PASSWORD": "Secret/podpreset-orders-config/secret.data.orders.db.password",
+				}
+				if !maps.Equal(refs, want) {
+					t.Errorf("env references %v, want %v", refs, want)
+				}
+				if len(c.EnvFrom) != 1 || c.EnvFrom[0].ConfigMapRef == nil {
+					t.Fatalf("envFrom %+v", c.EnvFrom)
+				}
+				configMapData(t, "orders", "podpreset-orders-config", 20*time.Second, hasValue("apps.orders.db.host", "orders-db.orders.svc"))
+				configMapData(t, "orders", c.EnvFrom[0].ConfigMapRef.Name, 20*time.Second, hasValue("FEATURE_FLAGS", "express-checkout"))
+				secretData(t, "orders", "podpreset-orders-config", 20*time.Second, func(d map[string][]byte) error {
+					if len(d["secret.data.orders.db.password"]) == 0 {
+						return fmt.Errorf("the password is not materialised")
+					}
+					return nil
+				})
+			},
+		},
 		"kong": {
 			podNS: "gateway", podLabels: map[string]string{"app": "kong"},
 			check: func(t *testing.T, pod corev1.Pod) {
@@ -111,6 +151,12 @@ func TestExamples(t *testing.T) {
 			t.Cleanup(func() {
 				_, _, _ = cp.Kubectl(context.Background(), nil, "delete", "--ignore-not-found", "--wait=false", "-f", dir)
 			})
+			// Values in Consul and Vault, for the examples that read them.
+			if seed := filepath.Join(dir, "seed.sh"); fileExists(seed) {
+				if err := cluster.Seed(t.Context(), seed, consulSrv.Addr, vaultSrv.Addr, vaultSrv.RootToken); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if out, err := cp.ApplyExample(t.Context(), dir); err != nil {
 				t.Fatalf("%v\n%s", err, out)
 			}
@@ -132,6 +178,11 @@ func TestExamples(t *testing.T) {
 			}
 		})
 	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func envNames(c corev1.Container) []string {

@@ -20,6 +20,9 @@ func TestMakeRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go run ./hack/localrun --once: %v\n%s", err, out)
 	}
+	if strings.Contains(string(out), "example-only-not-a-secret") {
+		t.Error("make run printed a Vault value")
+	}
 	for _, want := range []string{
 		"databases/mysql  (PodPreset/mysql@1)",
 		"functions/figlet  (ClusterPodPreset/faas-openfaas@1)",
@@ -27,6 +30,9 @@ func TestMakeRun(t *testing.T) {
 		"KONG_PG_PASSWORD=<from a reference>",
 		"LOG_LEVEL=debug",
 		"(PodPreset/prometheus-metrics@1,ClusterPodPreset/logging-standard@1)",
+		"ORDERS_DB_HOST=<from a reference> ORDERS_DB_PASSWORD=<from a reference>",
+		"ConfigMap orders/podpreset-orders-config  apps.orders.db.host",
+		"Secret orders/podpreset-orders-config  secret.data.orders.db.password",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("make run printed no %q:\n%s", want, out)
