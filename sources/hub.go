@@ -3,6 +3,7 @@ package sources
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"maps"
 	"strconv"
 	"strings"
@@ -186,79 +187,73 @@ func sameData(a, b map[string][]byte) bool {
 }
 
 func (h *Hub) loop(ctx context.Context, w *watch) {
-	backoff := wait.Backoff{Duration: h.Backoff, Factor: 2, Cap: h.MaxBackoff, Steps: 1 << 30}
-	fail := func(err error) {
-		h.update(w, Snapshot{}, err)
+	newBackoff := func() wait.Backoff {
+		return wait.Backoff{Duration: h.Backoff, Factor: 2, Cap: h.MaxBackoff, Steps: 1 << 30}
+	}
+	backoff := newBackoff()
+	sleep := func(d time.Duration) {
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff.Step()):
+		case <-time.After(d):
 		}
 	}
-	ok := func() { backoff = wait.Backoff{Duration: h.Backoff, Factor: 2, Cap: h.MaxBackoff, Steps: 1 << 30} }
+	if w.src.Kind == presets.SourceVaultPKI {
+		return // certificates are the controller's own
+	}
 	var index uint64
 	for ctx.Err() == nil {
-		switch w.src.Kind {
-		case presets.SourceConsulKey:
-			kv, next, err := h.Consul.Key(ctx, w.src.Path, index)
-			if ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				// The server may come back with a lower index (a restore,
-				// a new cluster): start over without waiting.
-				index = 0
-				fail(err)
-				continue
-			}
-			ok()
-			snap := Snapshot{Version: "absent"}
-			if kv != nil {
-				snap = Snapshot{Exists: true, Data: map[string][]byte{"": kv.Value}, Version: strconv.FormatUint(kv.ModifyIndex, 10)}
-			}
-			h.update(w, snap, nil)
+		snap, next, err := h.read(ctx, w.src, index)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			// The server may come back with a lower index (a restore, a
+			// new cluster): the next query starts over without waiting.
+			index = 0
+			h.update(w, Snapshot{}, err)
+			sleep(backoff.Step())
+			continue
+		}
+		backoff = newBackoff()
+		h.update(w, snap, nil)
+		if w.src.Kind == presets.SourceVault {
+			sleep(h.Refresh) // no blocking queries in Vault
+		} else {
 			index = nextIndex(index, next)
-		case presets.SourceConsulPrefix:
-			kvs, next, err := h.Consul.Prefix(ctx, w.src.Path, index)
-			if ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				index = 0
-				fail(err)
-				continue
-			}
-			ok()
-			snap := Snapshot{Exists: true, Data: make(map[string][]byte, len(kvs)), Version: strconv.FormatUint(next, 10)}
-			for _, kv := range kvs {
-				if rel := strings.TrimPrefix(kv.Key, w.src.Path); rel != "" && !strings.HasSuffix(rel, "/") {
-					snap.Data[rel] = kv.Value
-				}
-			}
-			h.update(w, snap, nil)
-			index = nextIndex(index, next)
-		case presets.SourceVault:
-			s, err := h.Vault.Read(ctx, w.src.Path)
-			if ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				fail(err)
-				continue
-			}
-			ok()
-			snap := Snapshot{Version: "absent"}
-			if s != nil {
-				snap = Snapshot{Exists: true, Data: s.Data, Version: s.Version}
-			}
-			h.update(w, snap, nil)
-			select {
-			case <-ctx.Done():
-			case <-time.After(h.Refresh):
-			}
-		default:
-			return // PKI is the controller's own
 		}
 	}
+}
+
+// read reads a source once: a Consul key or prefix with a blocking query
+// on index, or a Vault secret.
+func (h *Hub) read(ctx context.Context, src presets.Source, index uint64) (Snapshot, uint64, error) {
+	switch src.Kind {
+	case presets.SourceConsulKey:
+		kv, next, err := h.Consul.Key(ctx, src.Path, index)
+		if err != nil || kv == nil {
+			return Snapshot{Version: "absent"}, next, err
+		}
+		return Snapshot{Exists: true, Data: map[string][]byte{"": kv.Value}, Version: strconv.FormatUint(kv.ModifyIndex, 10)}, next, nil
+	case presets.SourceConsulPrefix:
+		kvs, next, err := h.Consul.Prefix(ctx, src.Path, index)
+		if err != nil {
+			return Snapshot{}, 0, err
+		}
+		snap := Snapshot{Exists: true, Data: make(map[string][]byte, len(kvs)), Version: strconv.FormatUint(next, 10)}
+		for _, kv := range kvs {
+			if rel := strings.TrimPrefix(kv.Key, src.Path); rel != "" && !strings.HasSuffix(rel, "/") {
+				snap.Data[rel] = kv.Value
+			}
+		}
+		return snap, next, nil
+	case presets.SourceVault:
+		s, err := h.Vault.Read(ctx, src.Path)
+		if err != nil || s == nil {
+			return Snapshot{Version: "absent"}, 0, err
+		}
+		return Snapshot{Exists: true, Data: s.Data, Version: s.Version}, 0, nil
+	}
+	return Snapshot{}, 0, fmt.Errorf("%s is not read by the hub", src.ID())
 }
 
 // nextIndex is the wait index for the next blocking query. Consul's rules:

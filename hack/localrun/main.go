@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -259,29 +260,11 @@ func exists(path string) bool {
 }
 
 // sourcesConfig writes the webhook's sources configuration for the dev
-// servers: Vault with its root token (a throwaway dev server's), and the
-// tenancy the examples need.
+// servers: Vault with its root token (a throwaway dev server's).
 func sourcesConfig(dir string, consul *cluster.Consul, vault *cluster.Vault) (string, error) {
 	token := filepath.Join(dir, "vault-token")
 	if err := os.WriteFile(token, []byte(vault.RootToken), 0o600); err != nil {
 		return "", err
 	}
-	cfg := fmt.Sprintf(`consul:
-  address: %s
-vault:
-  address: %s
-  refreshInterval: 10s
-  auth:
-    method: token
-    tokenFile: %s
-tenancy:
-  podPresets:
-    consulPrefixes: ["apps/{{ .Namespace }}/"]
-    vaultPaths: ["secret/data/{{ .Namespace }}/*"]
-  clusterPodPresets:
-    consulPrefixes: ["platform/"]
-    vaultPaths: ["secret/data/platform/*"]
-`, consul.Addr, vault.Addr, token)
-	path := filepath.Join(dir, "sources.yaml")
-	return path, os.WriteFile(path, []byte(cfg), 0o600)
+	return cluster.WriteSourcesConfig(dir, consul, vault, 10*time.Second, map[string]string{"method": "token", "tokenFile": token})
 }

@@ -8,10 +8,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,35 +45,41 @@ type Vault struct {
 	logs            io.Writer
 }
 
-// StartConsul starts bin/consul in dev mode on free loopback ports and
-// waits until it has a leader.
-func StartConsul(ctx context.Context, root string, logs io.Writer) (*Consul, error) {
+// consulDev prepares a Consul dev agent on free loopback ports: ports[0]
+// is for its HTTP(S) API, which the caller adds to its arguments.
+func consulDev(root, name string, logs io.Writer) (*Consul, []int, error) {
 	bin := filepath.Join(root, "bin", "consul")
 	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("bin/consul is missing: run hack/build-servers.sh (make test does): %w", err)
+		return nil, nil, fmt.Errorf("bin/consul is missing: run hack/build-servers.sh (make test does): %w", err)
 	}
-	ports := make([]int, 5)
-	for i := range ports {
-		p, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		ports[i] = p
-	}
-	dir, err := os.MkdirTemp("", "podpreset-consul-")
+	ports, err := freePorts(4)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	dir, err := os.MkdirTemp("", "podpreset-"+name+"-")
+	if err != nil {
+		return nil, nil, err
 	}
 	if logs == nil {
 		logs = io.Discard
 	}
-	c := &Consul{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), dir: dir, bin: bin, logs: logs, args: []string{"agent", "-dev",
+	return &Consul{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), dir: dir, bin: bin, logs: logs, args: []string{"agent", "-dev",
 		"-bind=127.0.0.1", "-client=127.0.0.1", "-data-dir=" + dir,
-		"-http-port=" + strconv.Itoa(ports[0]), "-server-port=" + strconv.Itoa(ports[1]),
+		"-server-port=" + strconv.Itoa(ports[1]),
 		"-serf-lan-port=" + strconv.Itoa(ports[2]), "-serf-wan-port=" + strconv.Itoa(ports[3]),
-		"-dns-port=-1", "-grpc-port=-1"}}
+		"-dns-port=-1", "-grpc-port=-1"}}, ports, nil
+}
+
+// StartConsul starts bin/consul in dev mode on free loopback ports and
+// waits until it has a leader.
+func StartConsul(ctx context.Context, root string, logs io.Writer) (*Consul, error) {
+	c, ports, err := consulDev(root, "consul", logs)
+	if err != nil {
+		return nil, err
+	}
+	c.args = append(c.args, "-http-port="+strconv.Itoa(ports[0]))
 	if err := c.Start(ctx); err != nil {
-		os.RemoveAll(dir)
+		os.RemoveAll(c.dir)
 		return nil, err
 	}
 	return c, nil
@@ -148,6 +156,19 @@ func (v *Vault) Start(ctx context.Context) error {
 // Stop stops Vault; its storage was in memory.
 func (v *Vault) Stop() { v.proc.stop() }
 
+// freePorts returns n free loopback ports.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, n)
+	for i := range ports {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ports[i] = p
+	}
+	return ports, nil
+}
+
 // waitHTTP polls url until it answers 200 with a body ok accepts, for up
 // to 60 seconds, or the process exits.
 func waitHTTP(p *process, url string, ok func(body string) bool) error {
@@ -184,22 +205,11 @@ type SecureConsul struct {
 // certificate for 127.0.0.1 written into a temporary directory) and ACLs
 // in default-deny mode, and waits until it has a leader.
 func StartSecureConsul(ctx context.Context, root string, logs io.Writer) (*SecureConsul, error) {
-	bin := filepath.Join(root, "bin", "consul")
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("bin/consul is missing: run hack/build-servers.sh (make test does): %w", err)
-	}
-	ports := make([]int, 5)
-	for i := range ports {
-		p, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		ports[i] = p
-	}
-	dir, err := os.MkdirTemp("", "podpreset-consul-tls-")
+	c, ports, err := consulDev(root, "consul-tls", logs)
 	if err != nil {
 		return nil, err
 	}
+	dir := c.dir
 	now := time.Now()
 	ca, err := certs.NewCA(now, time.Hour)
 	if err != nil {
@@ -220,19 +230,12 @@ func StartSecureConsul(ctx context.Context, root string, logs io.Writer) (*Secur
 		return nil, err
 	}
 	token := fmt.Sprintf("%x-%x-%x-%x-%x", tok[0:4], tok[4:6], tok[6:8], tok[8:10], tok[10:16])
-	if logs == nil {
-		logs = io.Discard
-	}
 	hcl := fmt.Sprintf(`ports { http = -1, https = %d }
 tls { defaults { ca_file = %q, cert_file = %q, key_file = %q, verify_incoming = false } }
 acl { enabled = true, default_policy = "deny", tokens { initial_management = %q } }`,
 		ports[0], filepath.Join(dir, "ca.crt"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), token)
-	c := &Consul{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), dir: dir, bin: bin, logs: logs, args: []string{"agent", "-dev",
-		"-bind=127.0.0.1", "-client=127.0.0.1", "-data-dir=" + dir,
-		"-server-port=" + strconv.Itoa(ports[1]),
-		"-serf-lan-port=" + strconv.Itoa(ports[2]), "-serf-wan-port=" + strconv.Itoa(ports[3]),
-		"-dns-port=-1", "-grpc-port=-1", "-hcl", hcl}}
-	p, err := startProcess(ctx, "consul-tls", logs, bin, c.args...)
+	c.args = append(c.args, "-hcl", hcl)
+	p, err := startProcess(ctx, "consul-tls", c.logs, c.bin, c.args...)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -308,4 +311,34 @@ func Seed(ctx context.Context, path, consulAddr, vaultAddr, vaultToken string) e
 		}
 	}
 	return nil
+}
+
+// WriteSourcesConfig writes a podpreset-webhook --sources-config file for
+// these dev servers into dir and returns its path. auth is the vault.auth
+// section (YAML, one "key: value" per line); the tenancy lets a PodPreset
+// read apps/<namespace>/ in Consul and secret/data/<namespace>/*,
+// kv1/<namespace>/* and pki/issue/web in Vault, and ClusterPodPresets
+// shared/ and secret/data/*.
+func WriteSourcesConfig(dir string, consul *Consul, vault *Vault, refresh time.Duration, auth map[string]string) (string, error) {
+	var a strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(auth)) {
+		fmt.Fprintf(&a, "    %s: %s\n", k, auth[k])
+	}
+	cfg := fmt.Sprintf(`consul:
+  address: %s
+  waitTime: 30s
+vault:
+  address: %s
+  refreshInterval: %s
+  auth:
+%stenancy:
+  podPresets:
+    consulPrefixes: ["apps/{{ .Namespace }}/"]
+    vaultPaths: ["secret/data/{{ .Namespace }}/*", "kv1/{{ .Namespace }}/*", "pki/issue/web"]
+  clusterPodPresets:
+    consulPrefixes: ["shared/"]
+    vaultPaths: ["secret/data/*"]
+`, consul.Addr, vault.Addr, refresh, a.String())
+	path := filepath.Join(dir, "sources.yaml")
+	return path, os.WriteFile(path, []byte(cfg), 0o600)
 }

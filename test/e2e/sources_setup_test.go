@@ -88,26 +88,8 @@ func startSources(ctx context.Context, dir string) (string, error) {
 	if err := setupVault(ctx, cs); err != nil {
 		return "", err
 	}
-	cfg := fmt.Sprintf(`consul:
-  address: %s
-  waitTime: 30s
-vault:
-  address: %s
-  refreshInterval: 1s
-  auth:
-    method: kubernetes
-    role: podpreset
-    serviceAccountTokenFile: %s
-tenancy:
-  podPresets:
-    consulPrefixes: ["apps/{{ .Namespace }}/"]
-    vaultPaths: ["secret/data/{{ .Namespace }}/*", "kv1/{{ .Namespace }}/*", "pki/issue/web"]
-  clusterPodPresets:
-    consulPrefixes: ["shared/"]
-    vaultPaths: ["secret/data/*"]
-`, consulSrv.Addr, vaultSrv.Addr, tokenFile)
-	path := filepath.Join(dir, "sources.yaml")
-	return path, os.WriteFile(path, []byte(cfg), 0o600)
+	return cluster.WriteSourcesConfig(dir, consulSrv, vaultSrv, time.Second, map[string]string{
+		"method": "kubernetes", "role": "podpreset", "serviceAccountTokenFile": tokenFile})
 }
 
 func cpLogs() interface{ Write([]byte) (int, error) } {
