@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
@@ -33,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/podpreset/podpreset/certs"
 	"github.com/podpreset/podpreset/presets"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
@@ -514,16 +514,12 @@ func ttlOf(k *v1alpha1.VaultPKISource) time.Duration {
 	return k.TTL.Duration
 }
 
+// parseCert is the first certificate of a PEM file, or nil.
 func parseCert(b []byte) *x509.Certificate {
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil
+	if cs := certs.ParseBundle(b); len(cs) > 0 {
+		return cs[0]
 	}
-	c, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		return nil
-	}
-	return c
+	return nil
 }
 
 func serial(c *x509.Certificate) string { return fmt.Sprintf("%x", c.SerialNumber) }

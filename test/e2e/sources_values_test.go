@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
@@ -24,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/podpreset/podpreset/certs"
 	"github.com/podpreset/podpreset/presets"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 	"github.com/podpreset/podpreset/test/cluster"
@@ -450,15 +450,10 @@ func TestVaultPKICertificates(t *testing.T) {
 }
 
 func parsePEMCert(b []byte) *x509.Certificate {
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil
+	if cs := certs.ParseBundle(b); len(cs) > 0 {
+		return cs[0]
 	}
-	c, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		return nil
-	}
-	return c
+	return nil
 }
 
 func TestSourcesTenancy(t *testing.T) {
