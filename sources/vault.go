@@ -281,6 +281,12 @@ func (v *vaultClient) mount(ctx context.Context, c *vaultapi.Client, path string
 	return m, nil
 }
 
+func (v *vaultClient) forgetMount(path string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.mounts, path)
+}
+
 func (v *vaultClient) Read(ctx context.Context, path string) (*Secret, error) {
 	var out *Secret
 	err := v.do(ctx, func(c *vaultapi.Client) error {
@@ -295,8 +301,12 @@ func (v *vaultClient) Read(ctx context.Context, path string) (*Secret, error) {
 			}
 		}
 		s, err := c.Logical().ReadWithContext(ctx, api)
-		if err != nil || s == nil || s.Data == nil {
+		if err != nil {
+			v.forgetMount(m.path) // it may have been remounted
 			return err
+		}
+		if s == nil || s.Data == nil {
+			return nil
 		}
 		data := s.Data
 		var version string
