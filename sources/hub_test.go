@@ -223,8 +223,9 @@ func TestHubSharesAndStopsLoops(t *testing.T) {
 	}
 }
 
-// fakeVault serves KV secrets from memory.
+// fakeVault serves KV secrets from memory; it fails the test on a PKI call.
 type fakeVault struct {
+	t       *testing.T
 	mu      sync.Mutex
 	secrets map[string]*Secret
 	reads   int
@@ -238,11 +239,12 @@ func (f *fakeVault) Read(_ context.Context, path string) (*Secret, error) {
 }
 
 func (f *fakeVault) Issue(context.Context, string, string, PKIRequest) (*Certificate, error) {
+	f.t.Error("unexpected Vault PKI call")
 	return nil, errors.New("no PKI here")
 }
 
 func TestHubRefreshesVault(t *testing.T) {
-	fv := &fakeVault{secrets: map[string]*Secret{"secret/data/shop/db": {Data: map[string][]byte{"password": []byte("x")}, Version: "1"}}}
+	fv := &fakeVault{t: t, secrets: map[string]*Secret{"secret/data/shop/db": {Data: map[string][]byte{"password": []byte("x")}, Version: "1"}}}
 	h, n := newTestHub(t, nil)
 	h.Vault = fv
 	shop := types.NamespacedName{Namespace: "shop", Name: "db"}

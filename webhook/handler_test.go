@@ -25,6 +25,7 @@ import (
 
 	"github.com/podpreset/podpreset/presets"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
+	"github.com/podpreset/podpreset/sources"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/ (make golden)")
@@ -267,6 +268,40 @@ func TestPresetValidator(t *testing.T) {
 				t.Errorf("warnings (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestPresetValidatorEnforcesTenancy checks that a PodPreset may read only
+// the Consul keys and Vault paths the sources configuration allows its
+// namespace, and that the denial names each field and the allowance.
+func TestPresetValidatorEnforcesTenancy(t *testing.T) {
+	ten := sources.NewTenancy(&sources.Config{
+		Consul: &sources.ConsulConfig{Address: "127.0.0.1:8500"},
+		Vault:  &sources.VaultConfig{Address: "http://127.0.0.1:8200", Auth: sources.VaultAuth{Method: "token", TokenFile: "/dev/null"}},
+		Tenancy: sources.TenancyConfig{PodPresets: sources.Allowance{
+			ConsulPrefixes: []string{"apps/{{ .Namespace }}/"}, VaultPaths: []string{"secret/data/{{ .Namespace }}/*"}}},
+	})
+	v := &PresetValidator{Decoder: admission.NewDecoder(testScheme(t)), Sources: ten}
+	resp := review(t, serve(t, v, fixture(t, "podpreset-create-sources.json"), "application/json"))
+	if resp.Allowed {
+		t.Fatal("a PodPreset in shop reading bank's secret was allowed")
+	}
+	for _, m := range []string{
+		`spec.env[1].valueFrom.vault: Forbidden: Vault path "secret/data/bank/db" is not allowed: PodPresets in namespace shop may read only "secret/data/shop/*"`,
+		`spec.envFrom[0].consulKV: Forbidden: Consul key "apps/bank/" is not allowed: PodPresets in namespace shop may read only "apps/shop/"`,
+	} {
+		if !strings.Contains(resp.Result.Message, m) {
+			t.Errorf("the denial does not say %q:\n%s", m, resp.Result.Message)
+		}
+	}
+	if strings.Contains(resp.Result.Message, "spec.env[0]") {
+		t.Errorf("the allowed Consul key is in the denial: %s", resp.Result.Message)
+	}
+	// Without a sources configuration, any source is refused, saying why.
+	v.Sources = sources.NewTenancy(nil)
+	resp = review(t, serve(t, v, fixture(t, "podpreset-create-sources.json"), "application/json"))
+	if resp.Allowed || !strings.Contains(resp.Result.Message, "Consul is not configured") {
+		t.Errorf("without a configuration: %v", resp.Result)
 	}
 }
 
