@@ -2,6 +2,9 @@ package sources
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/podpreset/podpreset/certs"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
@@ -173,5 +177,124 @@ func TestControllerKeepsValuesWhileConsulIsDown(t *testing.T) {
 	}
 	if st := f.status(t, confKey); len(st.Sources) != 0 || meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionSourcesReady) != nil {
 		t.Errorf("the status still reports sources: %+v", st)
+	}
+}
+
+// pkiVault issues certificates from a test CA, on the controller's clock.
+type pkiVault struct {
+	t     *testing.T
+	ca    *certs.KeyPair
+	now   func() time.Time
+	calls int
+	fail  error
+}
+
+func (v *pkiVault) Read(context.Context, string) (*Secret, error) {
+	v.t.Error("unexpected Vault KV read")
+	return nil, errors.New("no KV here")
+}
+
+func (v *pkiVault) Issue(_ context.Context, mount, role string, req PKIRequest) (*Certificate, error) {
+	v.calls++
+	if v.fail != nil {
+		return nil, v.fail
+	}
+	if mount != "pki" || role != "web" {
+		v.t.Errorf("issued from %s/issue/%s", mount, role)
+	}
+	leaf, err := certs.NewLeaf(v.ca, v.now(), req.TTL, append([]string{req.CommonName}, req.AltNames...), nil)
+	if err != nil {
+		return nil, err
+	}
+	leaf.Cert.Subject.CommonName = req.CommonName
+	return &Certificate{CertPEM: leaf.CertPEM, KeyPEM: leaf.KeyPEM, CAPEM: v.ca.CertPEM, Serial: leaf.Cert.SerialNumber.String()}, nil
+}
+
+func TestControllerIssuesRenewsAndKeepsCertificates(t *testing.T) {
+	pp := &v1alpha1.PodPreset{
+		ObjectMeta: metav1.ObjectMeta{Name: "tls", Namespace: "shop", UID: "uid-tls", Generation: 1},
+		Spec: v1alpha1.PodPresetSpec{Volumes: []v1alpha1.Volume{{Volume: corev1.Volume{Name: "cert"}, VaultPKI: &v1alpha1.VaultPKISource{
+			Mount: "pki", Role: "web", CommonName: "web.shop.svc", AltNames: []string{"web"}, TTL: &metav1.Duration{Duration: 3 * time.Hour}}}}},
+	}
+	f := newControllerFixture(t, pp)
+	clock := time.Now()
+	f.c.Now = func() time.Time { return clock }
+	ca, err := certs.NewCA(clock.Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vault := &pkiVault{t: t, ca: ca, now: f.c.Now}
+	f.c.Vault = vault
+	key := types.NamespacedName{Namespace: "shop", Name: "tls"}
+	reconcileAt := func(at time.Time) reconcile.Result {
+		t.Helper()
+		clock = at
+		res, err := f.c.Reconcile(context.Background(), reconcile.Request{NamespacedName: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	served := func() *x509.Certificate {
+		t.Helper()
+		var s corev1.Secret
+		if err := f.cl.Get(context.Background(), types.NamespacedName{Namespace: "shop", Name: "podpreset-tls-vol-cert"}, &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Type != corev1.SecretTypeTLS || len(s.Data["tls.key"]) == 0 || len(s.Data["ca.crt"]) == 0 {
+			t.Fatalf("Secret type %s with keys %v", s.Type, dataKeys(&s))
+		}
+		return parseCert(s.Data["tls.crt"])
+	}
+	t0 := clock
+	res := reconcileAt(t0)
+	first := served()
+	if vault.calls != 1 || first == nil || !slices.Contains(first.DNSNames, "web") {
+		t.Fatalf("%d calls, certificate %v", vault.calls, first)
+	}
+	// Requeued no later than the renewal at two thirds of the lifetime
+	// (here 2h; the status resync, 10m, comes first).
+	if res.RequeueAfter <= 0 || res.RequeueAfter > statusResync {
+		t.Errorf("requeued after %s, want at most %s", res.RequeueAfter, statusResync)
+	}
+	// Before then, the certificate in the Secret is kept (a new leader
+	// does not issue another).
+	reconcileAt(t0.Add(time.Hour))
+	if vault.calls != 1 || served().SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Errorf("reissued before the renewal time (%d calls)", vault.calls)
+	}
+	// After two thirds, renewed.
+	reconcileAt(t0.Add(2*time.Hour + time.Minute))
+	second := served()
+	if vault.calls != 2 || second.SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Errorf("not renewed after two thirds (%d calls)", vault.calls)
+	}
+	// Vault down at the next renewal: the certificate stays, the status
+	// says why, and the retry comes soon.
+	vault.fail = errors.New("vault unreachable: connection refused")
+	res = reconcileAt(t0.Add(4*time.Hour + 5*time.Minute))
+	if vault.calls != 3 || served().SerialNumber.Cmp(second.SerialNumber) != 0 {
+		t.Errorf("the certificate changed while Vault was down (%d calls)", vault.calls)
+	}
+	if res.RequeueAfter > 10*time.Second {
+		t.Errorf("retry after %s", res.RequeueAfter)
+	}
+	st := f.status(t, key)
+	if len(st.Sources) != 1 || st.Sources[0].Source != "vault-pki:pki/issue/web" || !strings.Contains(st.Sources[0].LastError, "unreachable") {
+		t.Errorf("status %+v", st.Sources)
+	}
+	// A new common name in the spec means a new certificate at once.
+	vault.fail = nil
+	var cur v1alpha1.PodPreset
+	if err := f.cl.Get(context.Background(), key, &cur); err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.Volumes[0].VaultPKI.CommonName = "api.shop.svc"
+	if err := f.cl.Update(context.Background(), &cur); err != nil {
+		t.Fatal(err)
+	}
+	reconcileAt(t0.Add(4*time.Hour + 6*time.Minute))
+	if c := served(); c.Subject.CommonName != "api.shop.svc" {
+		t.Errorf("common name %q after the spec changed", c.Subject.CommonName)
 	}
 }
