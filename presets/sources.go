@@ -294,19 +294,17 @@ func sourceVersions(spec *v1alpha1.PodPresetSpec, status *v1alpha1.PodPresetStat
 	return strings.Join(vs, "\n")
 }
 
-// sourcesHash hashes the source versions of the presets applied to a pod.
+// sourcesHash hashes the source versions of the presets applied to a pod;
+// empty (and free) when none reports any.
 func sourcesHash(presets []*Preset) string {
-	h := sha256.New()
-	found := false
-	for _, p := range presets {
-		if p.sourceVersions == "" {
-			continue
-		}
-		found = true
-		fmt.Fprintf(h, "%s/%s/%s\n%s\n", p.ref.Kind, p.ref.Namespace, p.ref.Name, p.sourceVersions)
-	}
-	if !found {
+	if !slices.ContainsFunc(presets, func(p *Preset) bool { return p.sourceVersions != "" }) {
 		return ""
+	}
+	h := sha256.New()
+	for _, p := range presets {
+		if p.sourceVersions != "" {
+			fmt.Fprintf(h, "%s/%s/%s\n%s\n", p.ref.Kind, p.ref.Namespace, p.ref.Name, p.sourceVersions)
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
