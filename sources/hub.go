@@ -227,6 +227,10 @@ func (h *Hub) loop(ctx context.Context, w *watch) {
 // read reads a source once: a Consul key or prefix with a blocking query
 // on index, or a Vault secret.
 func (h *Hub) read(ctx context.Context, src presets.Source, index uint64) (Snapshot, uint64, error) {
+	consul := src.Kind == presets.SourceConsulKey || src.Kind == presets.SourceConsulPrefix
+	if consul && h.Consul == nil || src.Kind == presets.SourceVault && h.Vault == nil {
+		return Snapshot{}, 0, fmt.Errorf("%s: not configured in --sources-config", src.ID())
+	}
 	switch src.Kind {
 	case presets.SourceConsulKey:
 		kv, next, err := h.Consul.Key(ctx, src.Path, index)

@@ -487,9 +487,45 @@ func TestSourcesTenancy(t *testing.T) {
 	})
 	// Only in the namespaces it selects.
 	var s corev1.Secret
-	if err := k8s.Get(t.Context(), types.NamespacedName{Namespace: a, Name: "podpreset-db-" + b}, &s); !apierrors.IsNotFound(err) {
+	secretIn := func(ns string) error {
+		return k8s.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "podpreset-db-" + b}, &s)
+	}
+	if err := secretIn(a); !apierrors.IsNotFound(err) {
 		t.Errorf("the ClusterPodPreset's Secret is in namespace a too (%v)", err)
 	}
+	// A namespace that comes to be selected gets it; one that stops being
+	// selected loses it.
+	label := func(ns string, labels map[string]string) {
+		t.Helper()
+		var n corev1.Namespace
+		if err := k8s.Get(t.Context(), types.NamespacedName{Name: ns}, &n); err != nil {
+			t.Fatal(err)
+		}
+		n.Labels = labels
+		if err := k8s.Update(t.Context(), &n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	label(a, map[string]string{"tenant": "b"})
+	eventually(t, 10*time.Second, func() error { return secretIn(a) })
+	label(a, nil)
+	eventually(t, 10*time.Second, func() error {
+		if err := secretIn(a); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the Secret is still in namespace a (%v)", err)
+		}
+		return nil
+	})
+	// Deleting the ClusterPodPreset deletes what it owns in every
+	// namespace (the garbage collector follows the cluster-scoped owner).
+	if err := k8s.Delete(t.Context(), cpp); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if err := secretIn(b); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the Secret is still in namespace b (%v)", err)
+		}
+		return nil
+	})
 }
 
 // TestSourcesSurviveOutages stops Consul and Vault in turn: pods are still
