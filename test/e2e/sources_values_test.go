@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -582,6 +583,63 @@ func TestSourcesSurviveOutages(t *testing.T) {
 		if src := sourceStatus(t, st, "consul:"+base+"mode"); src.LastError != "" || src.LastErrorTime != nil {
 			t.Errorf("the error did not clear: %+v", src)
 		}
+	})
+	t.Run("webhook restart during a Consul outage", func(t *testing.T) {
+		// A new leader that cannot read Consul leaves the materialised
+		// values exactly as they are.
+		var before corev1.ConfigMap
+		if err := k8s.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "podpreset-res"}, &before); err != nil {
+			t.Fatal(err)
+		}
+		consulSrv.Halt()
+		consulBack := false
+		t.Cleanup(func() {
+			if !consulBack {
+				_ = consulSrv.Start(context.Background())
+			}
+		})
+		if err := cp.StopWebhook(); err != nil {
+			t.Fatal(err)
+		}
+		if err := cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...); err != nil {
+			t.Fatal(err)
+		}
+		// The new process has tried Consul (its counters start at zero)
+		// and reconciled since.
+		eventually(t, 20*time.Second, func() error {
+			if n := counters(t)[`podpreset_source_reads_total{result="error",source="consul"}`]; n < 1 {
+				return fmt.Errorf("the new process has not failed a Consul read yet (%v)", n)
+			}
+			return nil
+		})
+		time.Sleep(time.Second)
+		if err := k8s.Get(t.Context(), client.ObjectKeyFromObject(pp), pp); err != nil {
+			t.Fatal(err)
+		}
+		if src := sourceStatus(t, &pp.Status, "consul:"+base+"mode"); !strings.Contains(src.LastError, "consul unreachable") {
+			t.Errorf("the new leader's status says %q", src.LastError)
+		}
+		var after corev1.ConfigMap
+		if err := k8s.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "podpreset-res"}, &after); err != nil {
+			t.Fatal(err)
+		}
+		if after.ResourceVersion != before.ResourceVersion || !maps.Equal(after.Data, before.Data) {
+			t.Errorf("the new leader changed the ConfigMap while Consul was down: %v, then %v", before.Data, after.Data)
+		}
+		if c := meta.FindStatusCondition(pp.Status.Conditions, v1alpha1.ConditionSourcesReady); c == nil || c.Status != metav1.ConditionFalse {
+			t.Errorf("SourcesReady %+v, want False", c)
+		}
+		pod := createPod(t, testPod("after-restart", ns, labels))
+		if !strings.Contains(pod.Annotations[presets.AnnotationApplied], "PodPreset/res@1") {
+			t.Errorf("a pod created after the restart did not get the preset: %v", pod.Annotations)
+		}
+		if err := consulSrv.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		consulBack = true
+		putConsul(t, base+"mode", "after-restart")
+		configMapData(t, ns, "podpreset-res", 20*time.Second, hasValue(presets.ConsulDataKey(base+"mode"), "after-restart"))
+		sourcesCondition(t, pp, metav1.ConditionTrue, 20*time.Second)
 	})
 	t.Run("vault", func(t *testing.T) {
 		before := secretData(t, ns, "podpreset-res", time.Second, func(map[string][]byte) error { return nil })

@@ -283,7 +283,8 @@ func TestPodsAreCreatedWhileTheWebhookIsDown(t *testing.T) {
 	if len(pod.Spec.Containers[0].Env) != 0 {
 		t.Errorf("the webhook is down, yet the pod got %v", pod.Spec.Containers[0].Env)
 	}
-	if err := cp.StartWebhook(t.Context(), webhookBin, &webhookLog, webhookArgs...); err != nil {
+	// Not the test's context: the webhook outlives the test.
+	if err := cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...); err != nil {
 		t.Fatal(err)
 	}
 	restarted = true
