@@ -307,6 +307,7 @@ const ConditionSourcesReady = "SourcesReady"
 // +kubebuilder:resource:shortName=pp,categories=podpreset
 // +kubebuilder:printcolumn:name="Selector",type=string,JSONPath=`.spec.selector.matchLabels`,description="Labels the pods must have"
 // +kubebuilder:printcolumn:name="Containers",type=string,JSONPath=`.spec.containers`,priority=1,description="Target containers (all when empty)"
+// +kubebuilder:printcolumn:name="Sources",type=string,JSONPath=`.status.conditions[?(@.type=="SourcesReady")].reason`,description="Consul and Vault sources: Materialised, SourceError or Pending"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type PodPreset struct {
 	metav1.TypeMeta `json:",inline"`
@@ -352,6 +353,7 @@ type ClusterPodPresetSpec struct {
 // +kubebuilder:resource:scope=Cluster,shortName=cpp,categories=podpreset
 // +kubebuilder:printcolumn:name="Namespaces",type=string,JSONPath=`.spec.namespaceSelector.matchLabels`,description="Labels the namespaces must have"
 // +kubebuilder:printcolumn:name="Selector",type=string,JSONPath=`.spec.selector.matchLabels`,description="Labels the pods must have"
+// +kubebuilder:printcolumn:name="Sources",type=string,JSONPath=`.status.conditions[?(@.type=="SourcesReady")].reason`,description="Consul and Vault sources: Materialised, SourceError or Pending"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterPodPreset struct {
 	metav1.TypeMeta `json:",inline"`

@@ -184,6 +184,10 @@ func TestConsulValuesReachPods(t *testing.T) {
 		return nil
 	})
 	sourcesCondition(t, pp, metav1.ConditionTrue, 10*time.Second)
+	// kubectl get shows it.
+	if out, _, err := cp.Kubectl(t.Context(), nil, "get", "podpresets", "-n", ns); err != nil || !strings.Contains(out, "SOURCES") || !strings.Contains(out, "Materialised") {
+		t.Errorf("kubectl get podpresets: %v\n%s", err, out)
+	}
 
 	// A new pod gets references to them, not the values.
 	waitForPreset(t, ns, labels, "PodPreset/shop@1")
