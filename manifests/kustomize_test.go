@@ -228,7 +228,15 @@ func TestSourcesInstall(t *testing.T) {
 	if err := os.WriteFile(p, []byte(cm.Data["sources.yaml"]), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sources.LoadConfig(p); err != nil {
-		t.Errorf("the shipped sources.yaml: %v", err)
+	cfg, err := sources.LoadConfig(p)
+	if err != nil {
+		t.Fatalf("the shipped sources.yaml: %v", err)
+	}
+	// and the server can start with it: no file it names is missing.
+	if _, err := sources.NewConsul(cfg.Consul); err != nil {
+		t.Errorf("the shipped Consul section: %v", err)
+	}
+	if _, err := sources.NewVault(cfg.Vault); err != nil {
+		t.Errorf("the shipped Vault section: %v", err)
 	}
 }
