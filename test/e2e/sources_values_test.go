@@ -288,6 +288,12 @@ func TestVaultSecretsReachPodsAndNeverLeak(t *testing.T) {
 	if i := slices.IndexFunc(st.Sources, func(s v1alpha1.SourceStatus) bool { return s.Source == "vault:secret/data/"+ns+"/db" }); i < 0 || st.Sources[i].Version != "1" {
 		t.Errorf("status sources: %+v (want KV v2 version 1)", st.Sources)
 	}
+	// Read again every second, written only when it changes.
+	unchanged := secretData(t, ns, "podpreset-pay", time.Second, func(map[string][]byte) error { return nil })
+	time.Sleep(3 * time.Second)
+	if again := secretData(t, ns, "podpreset-pay", time.Second, func(map[string][]byte) error { return nil }); again.ResourceVersion != unchanged.ResourceVersion {
+		t.Errorf("the Secret was rewritten without a change (resourceVersion %s, then %s)", unchanged.ResourceVersion, again.ResourceVersion)
+	}
 
 	// The pod gets references, and a sources hash once the status has
 	// versions (the webhook's informer brings the status within moments).
