@@ -62,10 +62,23 @@ type Options struct {
 	KubeAPIQPS   float32
 	KubeAPIBurst int
 
+	// Role is what this process runs: all (the webhook, and the sources
+	// controller when SourcesConfig is set), webhook (the webhook only; the
+	// sources configuration only for tenancy checks) or sources (the
+	// sources controller only).
+	Role string
+
 	// SourcesConfig is the Consul, Vault and tenancy configuration file;
 	// empty turns sources off (presets that read them are refused).
 	SourcesConfig string
 }
+
+// Roles.
+const (
+	RoleAll     = "all"
+	RoleWebhook = "webhook"
+	RoleSources = "sources"
+)
 
 // Certificate modes.
 const (
@@ -89,6 +102,7 @@ func defaultOptions() Options {
 		CertLifetime:           certs.DefaultConfig().LeafLifetime,
 		CertPropagation:        certs.DefaultConfig().Propagation,
 		CertLookahead:          certs.DefaultConfig().Lookahead,
+		Role:                   RoleAll,
 		KubeAPIQPS:             50,
 		KubeAPIBurst:           100,
 	}
@@ -110,6 +124,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.Float64Var(&o.CertLookahead, "cert-lookahead", o.CertLookahead, "renew a certificate when this fraction of its lifetime is left (self mode)")
 	fs.DurationVar(&o.CertPropagation, "cert-propagation", o.CertPropagation, "how long a new CA is in the caBundle before it signs the served certificate (self mode)")
 	fs.StringVar(&o.SourcesConfig, "sources-config", "", "Consul, Vault and tenancy configuration file (docs/sources.md); empty turns Consul and Vault sources off")
+	fs.StringVar(&o.Role, "role", o.Role, "all: the webhook, and the sources controller with --sources-config; webhook: the webhook only; sources: the sources controller only (a Deployment of its own, so that the webhook's service account needs no access to Secrets)")
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "requests per second to the API server (the sources controller writes a ConfigMap or Secret and a status per change)")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "burst of requests to the API server")
 	fs.StringVar(&o.Host, "host", "", "address the webhook server listens on (default all)")
@@ -143,6 +158,19 @@ func (o *Options) Validate() error {
 	}
 	if o.LogLevel < 0 {
 		errs = append(errs, fmt.Errorf("-v %d: must not be negative", o.LogLevel))
+	}
+	switch o.Role {
+	case RoleAll, RoleWebhook:
+	case RoleSources:
+		if o.SourcesConfig == "" {
+			errs = append(errs, errors.New("--role=sources: needs --sources-config"))
+		}
+		if o.LeaderElect && o.Namespace == "" {
+			errs = append(errs, errors.New("--namespace (or $POD_NAMESPACE): needed with --leader-elect, for the lease"))
+		}
+		return errors.Join(errs...) // no webhook server, no certificates
+	default:
+		errs = append(errs, fmt.Errorf("--role %q: must be all, webhook or sources", o.Role))
 	}
 	switch o.CertMode {
 	case CertModeSelf:

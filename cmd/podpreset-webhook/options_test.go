@@ -50,6 +50,21 @@ func TestValidateNamesEachBadFlag(t *testing.T) {
 			change: func(o *Options) { o.CertMode = "manual" },
 			want:   []string{`--cert-mode "manual"`},
 		},
+		"the sources role without a configuration": {
+			change: func(o *Options) { o.Role, o.Namespace = RoleSources, "ns" },
+			want:   []string{"--role=sources: needs --sources-config"},
+		},
+		"the sources role needs no certificate settings": {
+			change: func(o *Options) { o.Role, o.SourcesConfig, o.Namespace, o.CertMode, o.CertDir = RoleSources, "/etc/sources.yaml", "", CertModeExternal, "" },
+		},
+		"the sources role electing a leader without a namespace": {
+			change: func(o *Options) { o.Role, o.SourcesConfig, o.Namespace, o.LeaderElect = RoleSources, "/etc/sources.yaml", "", true },
+			want:   []string{"--namespace (or $POD_NAMESPACE): needed with --leader-elect"},
+		},
+		"an unknown role": {
+			change: func(o *Options) { o.Role, o.Namespace = "controller", "ns" },
+			want:   []string{`--role "controller"`},
+		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

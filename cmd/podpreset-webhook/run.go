@@ -104,6 +104,65 @@ func run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("building the scheme: %w", err)
 	}
+	// The two roles elect their leaders apart: a sources Deployment and
+	// the webhook Deployment each have one.
+	leaseID := "podpreset-webhook.podpreset.dev"
+	if opts.Role == RoleSources {
+		leaseID = "podpreset-sources.podpreset.dev"
+	}
+	mgrOpts := ctrl.Options{
+		Cache:                   cacheOptions(opts, srcCfg != nil && opts.Role != RoleWebhook),
+		Scheme:                  scheme,
+		Logger:                  log,
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsBindAddress},
+		HealthProbeBindAddress:  opts.HealthProbeBindAddress,
+		LeaderElection:          opts.LeaderElect,
+		LeaderElectionID:        leaseID,
+		LeaderElectionNamespace: opts.Namespace,
+	}
+	var ws *webhookSetup
+	if opts.Role != RoleSources {
+		if ws, err = newWebhookSetup(opts); err != nil {
+			return err
+		}
+		mgrOpts.WebhookServer = ws.server
+	}
+	mgr, err := ctrl.NewManager(cfg, mgrOpts)
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the health check: %w", err)
+	}
+	tenancy := sources.NewTenancy(srcCfg)
+	if ws != nil {
+		if err := ws.register(mgr, opts, scheme, tenancy); err != nil {
+			return err
+		}
+	} else if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the readiness check: %w", err)
+	}
+	if srcCfg != nil && opts.Role != RoleWebhook {
+		if err := setupSources(mgr, srcCfg, tenancy); err != nil {
+			return err
+		}
+	}
+	log.Info("starting", "role", opts.Role, "port", opts.Port, "certMode", opts.CertMode, "namespace", opts.Namespace, "sources", srcCfg != nil)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("running the manager: %w", err)
+	}
+	return nil
+}
+
+// webhookSetup is the admission side: the webhook server, its certificate
+// (self-managed or from --cert-dir), the preset index and the handlers.
+type webhookSetup struct {
+	server  crwebhook.Server
+	loader  *certs.Loader
+	watcher *certwatcher.CertWatcher
+}
+
+func newWebhookSetup(opts Options) (*webhookSetup, error) {
 	tlsOpts := []func(*tls.Config){}
 	if !opts.EnableHTTP2 {
 		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
@@ -111,34 +170,25 @@ func run(ctx context.Context, opts Options) error {
 	// In self mode, the server reads its certificate from the loader,
 	// which follows the Secret; in external mode, controller-runtime
 	// watches --cert-dir.
-	loader := &certs.Loader{Secret: types.NamespacedName{Namespace: opts.Namespace, Name: opts.CertSecret}}
-	var watcher *certwatcher.CertWatcher
+	ws := &webhookSetup{loader: &certs.Loader{Secret: types.NamespacedName{Namespace: opts.Namespace, Name: opts.CertSecret}}}
 	if opts.CertMode == CertModeSelf {
-		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.GetCertificate = loader.GetCertificate })
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.GetCertificate = ws.loader.GetCertificate })
 	} else {
-		if watcher, err = certwatcher.New(filepath.Join(opts.CertDir, "tls.crt"), filepath.Join(opts.CertDir, "tls.key")); err != nil {
-			return fmt.Errorf("loading the certificate from --cert-dir %s: %w", opts.CertDir, err)
+		var err error
+		if ws.watcher, err = certwatcher.New(filepath.Join(opts.CertDir, "tls.crt"), filepath.Join(opts.CertDir, "tls.key")); err != nil {
+			return nil, fmt.Errorf("loading the certificate from --cert-dir %s: %w", opts.CertDir, err)
 		}
-		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.GetCertificate = watcher.GetCertificate })
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.GetCertificate = ws.watcher.GetCertificate })
 	}
-	server := crwebhook.NewServer(crwebhook.Options{Host: opts.Host, Port: opts.Port, CertDir: opts.CertDir, TLSOpts: tlsOpts})
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Cache:                   cacheOptions(opts, srcCfg != nil),
-		Scheme:                  scheme,
-		Logger:                  log,
-		WebhookServer:           server,
-		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsBindAddress},
-		HealthProbeBindAddress:  opts.HealthProbeBindAddress,
-		LeaderElection:          opts.LeaderElect,
-		LeaderElectionID:        "podpreset-webhook.podpreset.dev",
-		LeaderElectionNamespace: opts.Namespace,
-	})
-	if err != nil {
-		return fmt.Errorf("creating the manager: %w", err)
-	}
+	ws.server = crwebhook.NewServer(crwebhook.Options{Host: opts.Host, Port: opts.Port, CertDir: opts.CertDir, TLSOpts: tlsOpts})
+	return ws, nil
+}
 
+// register adds the preset index, the handlers, the certificate runnables
+// and the readiness checks to the manager.
+func (ws *webhookSetup) register(mgr manager.Manager, opts Options, scheme *runtime.Scheme, tenancy *sources.Tenancy) error {
 	// The manager runs the webhook server once it has been asked for it.
-	server = mgr.GetWebhookServer()
+	server := mgr.GetWebhookServer()
 	store := webhook.NewStore()
 	if err := mgr.Add(storeRunnable{store: store, mgr: mgr}); err != nil {
 		return fmt.Errorf("adding the preset store: %w", err)
@@ -147,35 +197,26 @@ func run(ctx context.Context, opts Options) error {
 	server.Register(mutatePodsPath, webhook.WithHTTPErrors(&admission.Webhook{Handler: &webhook.PodMutator{
 		Presets: store, Namespaces: mgr.GetCache(), Decoder: decoder, OwnNamespace: opts.Namespace,
 	}}))
-	tenancy := sources.NewTenancy(srcCfg)
 	server.Register(validatePresetsPath, webhook.WithHTTPErrors(&admission.Webhook{Handler: &webhook.PresetValidator{Decoder: decoder, Sources: tenancy}}))
-	if srcCfg != nil {
-		if err := setupSources(mgr, srcCfg, tenancy); err != nil {
-			return err
-		}
-	}
 
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return fmt.Errorf("adding the health check: %w", err)
-	}
-	leaf := loader.Leaf
+	leaf := ws.loader.Leaf
 	switch opts.CertMode {
 	case CertModeSelf:
-		loader.Cache = mgr.GetCache()
-		rotator := &certs.Rotator{Client: mgr.GetClient(), Cache: mgr.GetCache(), Secret: loader.Secret,
+		ws.loader.Cache = mgr.GetCache()
+		rotator := &certs.Rotator{Client: mgr.GetClient(), Cache: mgr.GetCache(), Secret: ws.loader.Secret,
 			Mutating: opts.WebhookConfigName, Validating: opts.WebhookConfigName, Config: opts.certConfig()}
-		if err := mgr.Add(loader); err != nil {
+		if err := mgr.Add(ws.loader); err != nil {
 			return fmt.Errorf("adding the certificate loader: %w", err)
 		}
 		if err := mgr.Add(rotator); err != nil {
 			return fmt.Errorf("adding the certificate rotator: %w", err)
 		}
 	case CertModeExternal:
-		if err := mgr.Add(watcher); err != nil {
+		if err := mgr.Add(ws.watcher); err != nil {
 			return fmt.Errorf("adding the certificate watcher: %w", err)
 		}
 		leaf = func() *x509.Certificate {
-			if c, err := watcher.GetCertificate(nil); err == nil && c != nil {
+			if c, err := ws.watcher.GetCertificate(nil); err == nil && c != nil {
 				return c.Leaf
 			}
 			return nil
@@ -197,10 +238,6 @@ func run(ctx context.Context, opts Options) error {
 		return nil
 	}); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
-	}
-	log.Info("starting", "port", opts.Port, "certMode", opts.CertMode, "namespace", opts.Namespace)
-	if err := mgr.Start(ctx); err != nil {
-		return fmt.Errorf("running the manager: %w", err)
 	}
 	return nil
 }

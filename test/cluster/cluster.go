@@ -591,3 +591,39 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// Process is a process of the webhook binary started by StartProcess.
+type Process struct {
+	// MetricsAddr serves its /metrics.
+	MetricsAddr string
+	proc        *process
+}
+
+// Stop stops it.
+func (p *Process) Stop() { p.proc.stop() }
+
+// StartProcess starts the webhook binary with args, the cluster's
+// kubeconfig and health and metrics ports of its own (not as a replica the
+// webhook configurations call: for --role=sources), and waits until its
+// /readyz says it is ready.
+func (c *Cluster) StartProcess(ctx context.Context, name, binary string, out io.Writer, args ...string) (*Process, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	args = append([]string{"--kubeconfig=" + c.Kubeconfig,
+		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(ports[0]),
+		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(ports[1])}, args...)
+	if out == nil {
+		out = io.Discard
+	}
+	p, err := startProcess(ctx, name, io.MultiWriter(out, c.logs), binary, args...)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(p, "http://127.0.0.1:"+strconv.Itoa(ports[0])+"/readyz", func(string) bool { return true }); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &Process{MetricsAddr: "127.0.0.1:" + strconv.Itoa(ports[1]), proc: p}, nil
+}
