@@ -201,25 +201,41 @@ func TestSourcesInstall(t *testing.T) {
 		}
 	}
 	m := build(t, "sources")
-	var cr rbacv1.ClusterRole
-	object(t, m, "ClusterRole", "podpreset-sources", &cr)
+	// Only the sources controller's service account may touch Secrets
+	// cluster-wide.
 	var crb rbacv1.ClusterRoleBinding
 	object(t, m, "ClusterRoleBinding", "podpreset-sources", &crb)
-	if crb.Subjects[0].Name != "podpreset-webhook" || crb.Subjects[0].Namespace != "podpreset-system" {
+	if len(crb.Subjects) != 1 || crb.Subjects[0].Name != "podpreset-sources" || crb.Subjects[0].Namespace != "podpreset-system" {
 		t.Errorf("the sources role is bound to %+v", crb.Subjects)
 	}
-	var d appsv1.Deployment
-	object(t, m, "Deployment", "podpreset-webhook", &d)
-	c := d.Spec.Template.Spec.Containers[0]
-	if !slices.Contains(c.Args, "--sources-config=/etc/podpreset/sources.yaml") || !slices.Contains(c.Args, "--cert-mode=self") {
-		t.Errorf("args %v", c.Args)
+	var webhookD, sourcesD appsv1.Deployment
+	object(t, m, "Deployment", "podpreset-webhook", &webhookD)
+	object(t, m, "Deployment", "podpreset-sources", &sourcesD)
+	wc, sc := webhookD.Spec.Template.Spec.Containers[0], sourcesD.Spec.Template.Spec.Containers[0]
+	if !slices.Contains(wc.Args, "--role=webhook") || !slices.Contains(wc.Args, "--sources-config=/etc/podpreset/sources.yaml") || !slices.Contains(wc.Args, "--cert-mode=self") {
+		t.Errorf("webhook args %v: want --role=webhook with the configuration, for tenancy", wc.Args)
 	}
-	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/etc/podpreset" {
-		t.Errorf("mounts %v", c.VolumeMounts)
+	if !slices.Contains(sc.Args, "--role=sources") || !slices.Contains(sc.Args, "--sources-config=/etc/podpreset/sources.yaml") || !slices.Contains(sc.Args, "--leader-elect") {
+		t.Errorf("sources args %v", sc.Args)
 	}
-	vols := d.Spec.Template.Spec.Volumes
+	if webhookD.Spec.Template.Spec.ServiceAccountName != "podpreset-webhook" || sourcesD.Spec.Template.Spec.ServiceAccountName != "podpreset-sources" {
+		t.Errorf("service accounts %s and %s", webhookD.Spec.Template.Spec.ServiceAccountName, sourcesD.Spec.Template.Spec.ServiceAccountName)
+	}
+	if sc.Image != wc.Image || sc.SecurityContext == nil || !*sc.SecurityContext.ReadOnlyRootFilesystem || sc.ReadinessProbe == nil {
+		t.Errorf("sources container: image %s (webhook %s), security context %+v", sc.Image, wc.Image, sc.SecurityContext)
+	}
+	for _, d := range []appsv1.Deployment{webhookD, sourcesD} {
+		c := d.Spec.Template.Spec.Containers[0]
+		if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/etc/podpreset" {
+			t.Errorf("%s mounts %v", d.Name, c.VolumeMounts)
+		}
+	}
+	vols := sourcesD.Spec.Template.Spec.Volumes
 	if len(vols) != 1 || vols[0].ConfigMap == nil || !strings.HasPrefix(vols[0].ConfigMap.Name, "podpreset-sources-") {
 		t.Fatalf("volumes %v: want the generated podpreset-sources ConfigMap", vols)
+	}
+	if wv := webhookD.Spec.Template.Spec.Volumes; len(wv) != 1 || wv[0].ConfigMap == nil || wv[0].ConfigMap.Name != vols[0].ConfigMap.Name {
+		t.Errorf("the webhook mounts %v, the sources controller %s", wv, vols[0].ConfigMap.Name)
 	}
 	var cm corev1.ConfigMap
 	object(t, m, "ConfigMap", vols[0].ConfigMap.Name, &cm)

@@ -41,7 +41,8 @@ func TestDefaultInstallIsAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"configmap/podpreset-sources-", "deployment.apps/podpreset-webhook serverside-applied (server dry run)"} {
+	for _, want := range []string{"configmap/podpreset-sources-", "deployment.apps/podpreset-webhook serverside-applied (server dry run)",
+		"deployment.apps/podpreset-sources serverside-applied (server dry run)", "clusterrole.rbac.authorization.k8s.io/podpreset-sources serverside-applied (server dry run)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl printed no %q:\n%s", want, out)
 		}

@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/podpreset/podpreset/presets"
 	"github.com/podpreset/podpreset/test/cluster"
@@ -37,8 +41,11 @@ func TestSourcesControllerInItsOwnProcess(t *testing.T) {
 			srcCfg = v
 		}
 	}
+	// The sources process runs as the podpreset-sources service account,
+	// with the RBAC of manifests/sources and nothing more.
+	kubeconfig := serviceAccountKubeconfig(t, "manifests/sources/rbac.yaml", "podpreset-sources")
 	proc, err := cp.StartProcess(context.Background(), "podpreset-sources", webhookBin, &webhookLog,
-		"--role=sources", "--sources-config="+srcCfg, "--namespace="+cluster.WebhookNamespace, "--leader-elect")
+		"--kubeconfig="+kubeconfig, "--role=sources", "--sources-config="+srcCfg, "--namespace="+cluster.WebhookNamespace, "--leader-elect")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +82,34 @@ func TestSourcesControllerInItsOwnProcess(t *testing.T) {
 	if strings.Contains(webhookMetrics, "podpreset_source_reads_total{") {
 		t.Error("the webhook with --role=webhook read Consul or Vault")
 	}
+}
+
+// serviceAccountKubeconfig applies an RBAC manifest of the repository and
+// writes a kubeconfig that authenticates as the service account it names,
+// in the webhook's namespace.
+func serviceAccountKubeconfig(t *testing.T, manifest, sa string) string {
+	t.Helper()
+	if out, _, err := cp.Kubectl(t.Context(), nil, "apply", "--server-side", "-f", filepath.Join(cp.Root, manifest)); err != nil {
+		t.Fatalf("applying %s: %v\n%s", manifest, err, out)
+	}
+	cs, err := kubernetes.NewForConfig(cp.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := serviceAccountToken(t.Context(), cs, cluster.WebhookNamespace, sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["e2e"] = &clientcmdapi.Cluster{Server: cp.Config.Host, CertificateAuthorityData: cp.Config.CAData}
+	kc.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tok}
+	kc.Contexts[sa] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: sa}
+	kc.CurrentContext = sa
+	path := filepath.Join(t.TempDir(), sa+".kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func get(url string) (string, error) {
