@@ -3,9 +3,10 @@
 // The admission path never calls Consul or Vault. Instead a controller
 // (Controller; the leader of podpreset-webhook --role=sources, or of
 // --role=all) reads every source a preset names and writes the values into
-// ConfigMaps (Consul) and Secrets (Vault) in each namespace the preset serves; the engine (package presets) rewrites the
-// preset's source references into native references to those objects, so a
-// pod spec carries names, never values.
+// ConfigMaps (Consul) and Secrets (Vault) in each namespace the preset
+// serves; the engine (package presets) rewrites the preset's source
+// references into native references to those objects, so a pod spec carries
+// names, never values.
 //
 // A Hub keeps one loop per source, shared by every preset that reads it: a
 // Consul blocking query (a change arrives in milliseconds) or a Vault read
