@@ -55,11 +55,15 @@ func TestValidateNamesEachBadFlag(t *testing.T) {
 			want:   []string{"--role=sources: needs --sources-config"},
 		},
 		"the sources role needs no certificate settings": {
-			change: func(o *Options) { o.Role, o.SourcesConfig, o.Namespace, o.CertMode, o.CertDir = RoleSources, "/etc/sources.yaml", "", CertModeExternal, "" },
+			change: func(o *Options) {
+				o.Role, o.SourcesConfig, o.Namespace, o.CertMode, o.CertDir = RoleSources, "/etc/sources.yaml", "", CertModeExternal, ""
+			},
 		},
 		"the sources role electing a leader without a namespace": {
-			change: func(o *Options) { o.Role, o.SourcesConfig, o.Namespace, o.LeaderElect = RoleSources, "/etc/sources.yaml", "", true },
-			want:   []string{"--namespace (or $POD_NAMESPACE): needed with --leader-elect"},
+			change: func(o *Options) {
+				o.Role, o.SourcesConfig, o.Namespace, o.LeaderElect = RoleSources, "/etc/sources.yaml", "", true
+			},
+			want: []string{"--namespace (or $POD_NAMESPACE): needed with --leader-elect"},
 		},
 		"an unknown role": {
 			change: func(o *Options) { o.Role, o.Namespace = "controller", "ns" },
