@@ -476,7 +476,7 @@ func (c *Controller) certificate(ctx context.Context, p *preset, o presets.Objec
 		}
 	}
 	if cert := parseCert(existing["tls.crt"]); cert != nil && len(existing["tls.key"]) > 0 && matches(cert, it.PKI) {
-		renewAt := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) * 2 / 3)
+		renewAt := renewalTime(cert, it.PKI)
 		if now.Before(renewAt) {
 			st.version, st.synced = serial(cert), time.Time{}
 			return existing, renewAt.Sub(now), true
@@ -503,8 +503,21 @@ func (c *Controller) certificate(ctx context.Context, p *preset, o presets.Objec
 		return nil, 10 * time.Second, false
 	}
 	st.version, st.synced = serial(cert), now
-	renewAt := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) * 2 / 3)
+	renewAt := renewalTime(cert, it.PKI)
 	return map[string][]byte{"tls.crt": issued.CertPEM, "tls.key": issued.KeyPEM, "ca.crt": issued.CAPEM}, max(renewAt.Sub(now), time.Second), true
+}
+
+// renewalTime is when two thirds of a certificate's lifetime have passed.
+// Vault PKI backdates NotBefore (30 seconds by default) against clock skew,
+// so the lifetime is the requested TTL when it is shorter than what the
+// certificate says, and the renewal is counted back from NotAfter: a 15s
+// certificate is renewed 10s after it was issued, not at once.
+func renewalTime(c *x509.Certificate, k *v1alpha1.VaultPKISource) time.Time {
+	lifetime := c.NotAfter.Sub(c.NotBefore)
+	if ttl := ttlOf(k); ttl > 0 && ttl < lifetime {
+		lifetime = ttl
+	}
+	return c.NotAfter.Add(-lifetime / 3)
 }
 
 func ttlOf(k *v1alpha1.VaultPKISource) time.Duration {

@@ -298,3 +298,29 @@ func TestControllerIssuesRenewsAndKeepsCertificates(t *testing.T) {
 		t.Errorf("common name %q after the spec changed", c.Subject.CommonName)
 	}
 }
+
+func TestRenewalTimeAllowsForBackdating(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	ttl := func(d time.Duration) *v1alpha1.VaultPKISource {
+		return &v1alpha1.VaultPKISource{TTL: &metav1.Duration{Duration: d}}
+	}
+	for name, tc := range map[string]struct {
+		notBefore, notAfter time.Time
+		req                 *v1alpha1.VaultPKISource
+		want                time.Time
+	}{
+		// Vault backdates NotBefore by 30s: a 15s certificate is renewed
+		// 10s after it was issued, not at once.
+		"short TTL, backdated": {now.Add(-30 * time.Second), now.Add(15 * time.Second), ttl(15 * time.Second), now.Add(10 * time.Second)},
+		// The role capped 72h at 24h: two thirds of what was issued.
+		"TTL capped by the role": {now.Add(-30 * time.Second), now.Add(24 * time.Hour), ttl(72 * time.Hour), now.Add(16*time.Hour - 10*time.Second)},
+		"the role's default TTL": {now, now.Add(3 * time.Hour), &v1alpha1.VaultPKISource{}, now.Add(2 * time.Hour)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := &x509.Certificate{NotBefore: tc.notBefore, NotAfter: tc.notAfter}
+			if got := renewalTime(c, tc.req); !got.Equal(tc.want) {
+				t.Errorf("renewal at %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

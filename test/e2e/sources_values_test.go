@@ -422,6 +422,7 @@ func TestVaultPKICertificates(t *testing.T) {
 	pp := podPreset("tls", ns, labels)
 	pp.Spec.Volumes = []v1alpha1.Volume{{Volume: corev1.Volume{Name: "tls"}, VaultPKI: &v1alpha1.VaultPKISource{
 		Mount: "pki", Role: "web", CommonName: cn, AltNames: []string{"web." + ns + ".svc.cluster.local", "127.0.0.1"}, TTL: &metav1.Duration{Duration: 15 * time.Second}}}}
+	issued0 := counters(t)["podpreset_vault_certificates_issued_total"]
 	createSourcesPreset(t, pp)
 	var first *x509.Certificate
 	secretData(t, ns, "podpreset-tls-vol-tls", 20*time.Second, func(d map[string][]byte) error {
@@ -446,7 +447,10 @@ func TestVaultPKICertificates(t *testing.T) {
 	if !slices.Contains(first.DNSNames, "web."+ns+".svc.cluster.local") || len(first.IPAddresses) != 1 || first.IPAddresses[0].String() != "127.0.0.1" {
 		t.Errorf("names: DNS %v, IP %v", first.DNSNames, first.IPAddresses)
 	}
-	// Renewed at two thirds of its 15s lifetime, before it expires.
+	// Renewed at two thirds of its 15s lifetime (10s after it was issued:
+	// Vault backdates NotBefore by 30s, which must not make it due at
+	// once), before it expires.
+	firstSeen := time.Now()
 	var second *x509.Certificate
 	secretData(t, ns, "podpreset-tls-vol-tls", 20*time.Second, func(d map[string][]byte) error {
 		second = parsePEMCert(d["tls.crt"])
@@ -457,6 +461,12 @@ func TestVaultPKICertificates(t *testing.T) {
 	})
 	if !second.NotBefore.Before(first.NotAfter) {
 		t.Errorf("the new certificate (from %s) came after the old one expired (%s)", second.NotBefore, first.NotAfter)
+	}
+	if after := time.Since(firstSeen); after < 5*time.Second {
+		t.Errorf("renewed %s after the first certificate appeared: too early for a 15s certificate", after.Round(time.Millisecond))
+	}
+	if n := counters(t)["podpreset_vault_certificates_issued_total"] - issued0; n > 3 {
+		t.Errorf("%v certificates issued for one volume in about 15s", n)
 	}
 }
 
