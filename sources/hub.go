@@ -260,12 +260,17 @@ func (h *Hub) read(ctx context.Context, src presets.Source, index uint64) (Snaps
 	return Snapshot{}, 0, fmt.Errorf("%s is not read by the hub", src.ID())
 }
 
-// nextIndex is the wait index for the next blocking query. Consul's rules:
-// an index that goes backwards (a restored or restarted server) resets the
-// wait to 0, and an index of 0 is never waited on.
+// nextIndex is the wait index for the next blocking query, as Consul asks
+// clients to compute it: an index that goes backwards (a restored or
+// restarted server) resets the wait to 0, so the next query returns at once
+// with the new index; an index of 0 (which Consul never means to send)
+// becomes 1, so the loop blocks instead of spinning.
 func nextIndex(prev, next uint64) uint64 {
-	if next < prev || next == 0 {
+	switch {
+	case next < prev:
 		return 0
+	case next == 0:
+		return 1
 	}
 	return next
 }

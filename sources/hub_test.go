@@ -272,3 +272,17 @@ func TestHubRefreshesVault(t *testing.T) {
 		t.Errorf("%d reads in 50ms at a 10ms refresh", reads)
 	}
 }
+
+func TestNextIndex(t *testing.T) {
+	for _, tc := range []struct{ prev, next, want uint64 }{
+		{prev: 0, next: 17, want: 17},
+		{prev: 17, next: 17, want: 17}, // the wait ended with no change
+		{prev: 17, next: 18, want: 18},
+		{prev: 17, next: 5, want: 0}, // a new server: start over at once
+		{prev: 0, next: 0, want: 1},  // never spin on 0
+	} {
+		if got := nextIndex(tc.prev, tc.next); got != tc.want {
+			t.Errorf("nextIndex(%d, %d) = %d, want %d", tc.prev, tc.next, got, tc.want)
+		}
+	}
+}
