@@ -46,7 +46,7 @@ type Snapshot struct {
 type Hub struct {
 	Consul  Consul
 	Vault   Vault
-	Refresh time.Duration // how often a Vault secret is read again
+	Refresh time.Duration // how often a Vault secret is read again (1m when 0)
 	// Backoff is the first delay after a failed read; it doubles up to
 	// MaxBackoff.
 	Backoff, MaxBackoff time.Duration
@@ -217,7 +217,11 @@ func (h *Hub) loop(ctx context.Context, w *watch) {
 		backoff = newBackoff()
 		h.update(w, snap, nil)
 		if w.src.Kind == presets.SourceVault {
-			sleep(h.Refresh) // no blocking queries in Vault
+			refresh := h.Refresh
+			if refresh <= 0 {
+				refresh = time.Minute
+			}
+			sleep(refresh) // no blocking queries in Vault
 		} else {
 			index = nextIndex(index, next)
 		}
