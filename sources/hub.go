@@ -47,8 +47,8 @@ type Hub struct {
 	Consul  Consul
 	Vault   Vault
 	Refresh time.Duration // how often a Vault secret is read again (1m when 0)
-	// Backoff is the first delay after a failed read; it doubles up to
-	// MaxBackoff.
+	// Backoff is the first delay after a failed read (500ms when 0); it
+	// doubles up to MaxBackoff (10s when 0).
 	Backoff, MaxBackoff time.Duration
 	Notify              func(presets []types.NamespacedName)
 	// Log receives a line per change (at V(1)): the source and its
@@ -187,8 +187,15 @@ func sameData(a, b map[string][]byte) bool {
 }
 
 func (h *Hub) loop(ctx context.Context, w *watch) {
+	first, most := h.Backoff, h.MaxBackoff
+	if first <= 0 {
+		first = 500 * time.Millisecond
+	}
+	if most < first {
+		most = max(first, 10*time.Second)
+	}
 	newBackoff := func() wait.Backoff {
-		return wait.Backoff{Duration: h.Backoff, Factor: 2, Cap: h.MaxBackoff, Steps: 1 << 30}
+		return wait.Backoff{Duration: first, Factor: 2, Cap: most, Steps: 1 << 30}
 	}
 	backoff := newBackoff()
 	sleep := func(d time.Duration) {
