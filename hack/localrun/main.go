@@ -121,7 +121,7 @@ func run(ctx context.Context, once, verbose bool, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "\nThe control plane, Consul, Vault and the webhook keep running. Try it:\n\n"+
 		"  export KUBECONFIG=%s\n  bin/kubectl get podpresets,clusterpodpresets -A\n  bin/kubectl get pods -A\n"+
-		"  bin/kubectl get podpreset -n orders orders-config -o yaml   # the sources' status\n"+
+		"  bin/kubectl get podpresets -n orders orders-config -o yaml  # the sources' status\n"+
 		"  bin/consul kv put -http-addr=%s apps/orders/env/LOG_LEVEL debug\n"+
 		"  bin/kubectl get configmaps -n orders -l app.kubernetes.io/managed-by=podpreset -o yaml\n\n"+
 		"Consul: http://%s  Vault: %s (a dev server; its root token is in %s)\n\n"+
