@@ -610,7 +610,7 @@ func (c *Controller) upsert(ctx context.Context, ns string, want client.Object) 
 		return fmt.Errorf("reading %s %s/%s: %w", kindName(want), ns, want.GetName(), err)
 	}
 	if !owned(have, want.GetOwnerReferences()[0].UID) {
-		return fmt.Errorf("%s %s/%s exists and is not this preset's (no owner reference to it): rename or delete it", kindName(want), ns, want.GetName())
+		return notOurs(want, ns)
 	}
 	// The cache may lag our own last write: on a conflict, read the
 	// object from the API server and try again.
@@ -631,9 +631,15 @@ func (c *Controller) upsert(ctx context.Context, ns string, want client.Object) 
 			return fmt.Errorf("reading %s %s/%s: %w", kindName(want), ns, want.GetName(), err)
 		}
 		if !owned(have, want.GetOwnerReferences()[0].UID) {
-			return fmt.Errorf("%s %s/%s exists and is not this preset's (no owner reference to it): rename or delete it", kindName(want), ns, want.GetName())
+			return notOurs(want, ns)
 		}
 	}
+}
+
+// notOurs is the error for an object of the planned name that another owner
+// has: it is never taken over.
+func notOurs(want client.Object, ns string) error {
+	return fmt.Errorf("%s %s/%s exists and is not this preset's (no owner reference to it): rename or delete it", kindName(want), ns, want.GetName())
 }
 
 // repaired is have with our label and our data; whatever else someone

@@ -13,9 +13,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -225,24 +227,15 @@ func summary(ctx context.Context, c *cluster.Cluster, out io.Writer) error {
 		if !ownedByPreset(cm.OwnerReferences) {
 			continue
 		}
-		fmt.Fprintf(out, "\n  ConfigMap %s/%s  %s\n", cm.Namespace, cm.Name, strings.Join(sortedKeys(cm.Data), " "))
+		fmt.Fprintf(out, "\n  ConfigMap %s/%s  %s\n", cm.Namespace, cm.Name, strings.Join(slices.Sorted(maps.Keys(cm.Data)), " "))
 	}
 	for _, s := range secs.Items {
 		if !ownedByPreset(s.OwnerReferences) {
 			continue // the webhook's own certificate Secret
 		}
-		fmt.Fprintf(out, "\n  Secret %s/%s  %s\n", s.Namespace, s.Name, strings.Join(sortedKeys(s.Data), " "))
+		fmt.Fprintf(out, "\n  Secret %s/%s  %s\n", s.Namespace, s.Name, strings.Join(slices.Sorted(maps.Keys(s.Data)), " "))
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func ownedByPreset(refs []metav1.OwnerReference) bool {
