@@ -20,6 +20,8 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/podpreset/podpreset/internal/managed"
 )
 
 var expiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -119,7 +121,7 @@ func (r *Rotator) Reconcile(ctx context.Context) (time.Time, error) {
 	switch {
 	case apierrors.IsNotFound(err):
 		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: r.Secret.Name, Namespace: r.Secret.Namespace,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "podpreset"}}}
+			Labels: managed.Labels()}}
 	case err != nil:
 		return now, fmt.Errorf("reading Secret %s: %w", r.Secret, err)
 	}

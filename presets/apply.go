@@ -22,8 +22,32 @@ type Result struct {
 	Applied []Ref
 	// Conflicts lists every value a preset could not inject.
 	Conflicts []Conflict
+	// Refused lists the presets that match the pod but were not applied:
+	// invalid, or against the tenancy or the preset policy (Load).
+	Refused []Refusal
+	// Omitted lists the entries left out because the object they refer to
+	// is not their preset's.
+	Omitted []Omission
 	// Skipped says why the pod was left alone; empty when it was not.
 	Skipped SkipReason
+}
+
+// Omission is an entry a preset did not inject because the ConfigMap or
+// Secret it refers to, under the name podpreset gives its materialised
+// values, exists without being the preset's (its status says so): a pod
+// must never read an object someone else planted under that name.
+type Omission struct {
+	// Preset is the preset whose entry was left out.
+	Preset Ref
+	// Field is where the entry would have gone.
+	Field string
+	// Object is the object it refers to, as Kind namespace/name.
+	Object string
+}
+
+// String renders the omission for a warning or a terminal.
+func (o Omission) String() string {
+	return o.Preset.String() + ": " + o.Field + ": left out: " + o.Object + " exists but is not this preset's"
 }
 
 // Apply matches a pod against a set of presets and merges the matching ones
@@ -35,17 +59,30 @@ func Apply(pod *corev1.Pod, ns Namespace, set *Set) Result {
 	if r := SkipNamespace(ns); r != "" {
 		return Result{Pod: pod, Skipped: r}
 	}
-	return Merge(pod, set.Match(ns, pod.Labels))
+	return Merge(pod, ns, set.Match(ns, pod.Labels))
 }
 
-// Merge merges presets into a copy of a pod, in the order given, without
-// matching. Apply calls it with the presets that match.
-func Merge(pod *corev1.Pod, presets []*Preset) Result {
-	if len(presets) == 0 {
-		return Result{Pod: pod}
+// Merge merges presets into a copy of a pod in namespace ns, in the order
+// given, without matching; refused presets are reported, not merged. Apply
+// calls it with the presets that match.
+func Merge(pod *corev1.Pod, ns Namespace, presets []*Preset) Result {
+	var refused []Refusal
+	if slices.ContainsFunc(presets, func(p *Preset) bool { return p.refusal != nil }) {
+		ok := make([]*Preset, 0, len(presets))
+		for _, p := range presets {
+			if p.refusal != nil {
+				refused = append(refused, *p.refusal)
+			} else {
+				ok = append(ok, p)
+			}
+		}
+		presets = ok
 	}
-	m := newMerger(pod, presets)
-	res := Result{Applied: make([]Ref, 0, len(presets))}
+	if len(presets) == 0 {
+		return Result{Pod: pod, Refused: refused}
+	}
+	m := newMerger(pod, ns.Name, presets)
+	res := Result{Applied: make([]Ref, 0, len(presets)), Refused: refused}
 	// Every preset's init containers first, so that each is a target of
 	// every preset's env, envFrom and mounts, as on a second application.
 	for _, p := range presets {
@@ -59,7 +96,7 @@ func Merge(pod *corev1.Pod, presets []*Preset) Result {
 	}
 	m.recordApplied(res.Applied)
 	m.recordSourcesHash(presets)
-	res.Conflicts = m.conflicts
+	res.Conflicts, res.Omitted = m.conflicts, m.omitted
 	if !m.changed {
 		res.Pod = pod
 		return res
@@ -93,12 +130,12 @@ type target struct {
 	env       []pending[corev1.EnvVar]
 	envFrom   []pending[corev1.EnvFromSource]
 	mounts    []pending[corev1.VolumeMount]
-	injected  bool // an init container a preset added
 	isInitCtr bool
 }
 
 type merger struct {
 	pod       *corev1.Pod // the working copy
+	ns        string
 	targets   []*target
 	inits     []*corev1.Container // injected init containers, in order
 	initsBy   []*Preset
@@ -110,17 +147,18 @@ type merger struct {
 	srcHash   string                             // podpreset.dev/sources-hash, if added
 	sizes     struct{ env, envFrom, mounts int } // the most a target can receive
 	conflicts []Conflict
+	omitted   []Omission
 	changed   bool
 }
 
 // newMerger starts from a shallow copy of the pod with its own container
 // slices. Nothing reachable from the input is ever written: finish gives
 // every list and map it changes a new backing array.
-func newMerger(pod *corev1.Pod, presets []*Preset) *merger {
+func newMerger(pod *corev1.Pod, ns string, presets []*Preset) *merger {
 	out := *pod
 	out.Spec.InitContainers = slices.Clone(pod.Spec.InitContainers)
 	out.Spec.Containers = slices.Clone(pod.Spec.Containers)
-	m := &merger{pod: &out}
+	m := &merger{pod: &out, ns: ns}
 	for _, p := range presets {
 		m.sizes.env += len(p.env)
 		m.sizes.envFrom += len(p.envFrom)
@@ -154,10 +192,27 @@ func (m *merger) conflict(p *Preset, kind FieldKind, t *target, field string, ke
 	m.conflicts = append(m.conflicts, c)
 }
 
+// omit records an entry left out because its object is someone else's.
+func (m *merger) omit(p *Preset, t *target, field string, o objRef) {
+	if t != nil {
+		field = t.path + "." + field
+	}
+	m.omitted = append(m.omitted, Omission{Preset: p.ref, Field: field, Object: o.kind + " " + m.ns + "/" + o.name})
+}
+
 // apply merges one preset, but for its init containers, which Merge injects
 // before any preset is applied.
 func (m *merger) apply(p *Preset) {
+	var omittedVolumes map[string]objRef // by volume name: their mounts go too
 	for i := range p.volumes {
+		if p.foreign != nil && p.isForeign(m.ns, p.volumeObjs[i]) {
+			m.omit(p, nil, "spec.volumes[name="+p.volumes[i].Name+"]", p.volumeObjs[i])
+			if omittedVolumes == nil {
+				omittedVolumes = map[string]objRef{}
+			}
+			omittedVolumes[p.volumes[i].Name] = p.volumeObjs[i]
+			continue
+		}
 		m.addVolume(p, &p.volumes[i])
 	}
 	for _, s := range p.pullSecrets {
@@ -171,12 +226,24 @@ func (m *merger) apply(p *Preset) {
 			continue
 		}
 		for i := range p.env {
+			if p.foreign != nil && p.isForeign(m.ns, p.envObjs[i]) {
+				m.omit(p, t, "env[name="+p.env[i].Name+"]", p.envObjs[i])
+				continue
+			}
 			m.addEnv(p, t, &p.env[i])
 		}
 		for i := range p.envFrom {
+			if p.foreign != nil && p.isForeign(m.ns, p.envFromObjs[i]) {
+				m.omit(p, t, "envFrom["+envFromKey(&p.envFrom[i])+"]", p.envFromObjs[i])
+				continue
+			}
 			m.addEnvFrom(p, t, &p.envFrom[i])
 		}
 		for i := range p.mounts {
+			if o, ok := omittedVolumes[p.mounts[i].Name]; ok {
+				m.omit(p, t, "volumeMounts[mountPath="+p.mounts[i].MountPath+"]", o)
+				continue
+			}
 			m.addMount(p, t, &p.mounts[i])
 		}
 	}
@@ -338,7 +405,7 @@ func (m *merger) addInit(p *Preset, c *corev1.Container) {
 	cp := c.DeepCopy()
 	m.inits = append(m.inits, cp)
 	m.initsBy = append(m.initsBy, p)
-	m.targets = append(m.targets, &target{c: cp, path: "spec.initContainers[name=" + c.Name + "]", injected: true, isInitCtr: true})
+	m.targets = append(m.targets, &target{c: cp, path: "spec.initContainers[name=" + c.Name + "]", isInitCtr: true})
 	m.changed = true
 }
 

@@ -19,7 +19,7 @@ func benchPod() *corev1.Pod { return presetstest.BenchPod("bench") }
 func benchPresets(n int) []*Preset {
 	out := make([]*Preset, 0, n)
 	for _, pp := range presetstest.BenchPresets("bench", n) {
-		p, err := CompilePodPreset(pp)
+		p, err := compileObject(pp)
 		if err != nil {
 			panic(err)
 		}
@@ -70,7 +70,7 @@ func BenchmarkCompile(b *testing.B) {
 	pp.Spec.Env = []v1alpha1.EnvVar{{Name: "A", Value: "a"}, {Name: "B", Value: "b"}}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := CompilePodPreset(pp); err != nil {
+		if _, err := compileObject(pp); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -3,6 +3,7 @@ package presets
 import (
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 )
 
 // FieldKind is the kind of entry a conflict is about.
@@ -10,13 +11,12 @@ type FieldKind string
 
 // The kinds of entries a preset injects.
 const (
-	FieldEnv             FieldKind = "env"
-	FieldEnvFrom         FieldKind = "envFrom"
-	FieldVolumeMount     FieldKind = "volumeMount"
-	FieldVolume          FieldKind = "volume"
-	FieldInitContainer   FieldKind = "initContainer"
-	FieldImagePullSecret FieldKind = "imagePullSecret"
-	FieldAnnotation      FieldKind = "annotation"
+	FieldEnv           FieldKind = "env"
+	FieldEnvFrom       FieldKind = "envFrom"
+	FieldVolumeMount   FieldKind = "volumeMount"
+	FieldVolume        FieldKind = "volume"
+	FieldInitContainer FieldKind = "initContainer"
+	FieldAnnotation    FieldKind = "annotation"
 )
 
 // KeptFromPod is Conflict.KeptFrom when the kept value is the pod's own.
@@ -43,13 +43,21 @@ type Conflict struct {
 	Dropped string
 }
 
-// String renders the conflict for a warning or a terminal.
-func (c Conflict) String() string {
+// String renders the conflict for a terminal, values whole.
+func (c Conflict) String() string { return c.Render(0) }
+
+// Render renders the conflict for a warning or a terminal, with the kept
+// and dropped values shortened to width bytes (0: whole).
+func (c Conflict) Render(width int) string {
 	from := "the pod's own"
 	if c.KeptFrom != KeptFromPod {
 		from = "from " + c.KeptFrom
 	}
-	return fmt.Sprintf("%s: %s: kept %s (%s), dropped %s", c.Preset, c.Field, c.Kept, from, c.Dropped)
+	kept, dropped := c.Kept, c.Dropped
+	if width > 0 {
+		kept, dropped = Shorten(kept, width), Shorten(dropped, width)
+	}
+	return fmt.Sprintf("%s: %s: kept %s (%s), dropped %s", c.Preset, c.Field, kept, from, dropped)
 }
 
 // render turns an entry into the compact JSON a conflict shows.
@@ -59,4 +67,17 @@ func render(v any) string {
 		return fmt.Sprintf("%+v", v)
 	}
 	return string(b)
+}
+
+// Shorten cuts s to at most n bytes, never inside a UTF-8 sequence, and
+// marks the cut with an ellipsis.
+func Shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }

@@ -228,9 +228,9 @@ func mustSet(t interface{ Fatalf(string, ...any) }, objs ...any) *Set {
 		var err error
 		switch o := o.(type) {
 		case *v1alpha1.PodPreset:
-			p, err = CompilePodPreset(o)
+			p, err = compileObject(o)
 		case *v1alpha1.ClusterPodPreset:
-			p, err = CompileClusterPodPreset(o)
+			p, err = compileObject(o)
 		default:
 			t.Fatalf("mustSet: unexpected %T", o)
 		}
@@ -240,4 +240,12 @@ func mustSet(t interface{ Fatalf(string, ...any) }, objs ...any) *Set {
 		ps = append(ps, p)
 	}
 	return NewSet(ps...)
+}
+
+// compileObject compiles a preset without validating it or running any
+// check: what Load does once validation passes, for tests that feed the
+// engine presets Load would refuse (the fuzzer's, for one).
+func compileObject(o v1alpha1.Object) (*Preset, error) {
+	ref := Ref{Kind: o.PresetKind(), Namespace: o.GetNamespace(), Name: o.GetName(), Generation: o.GetGeneration()}
+	return compile(ref, o.PresetSpec(), o.PresetNamespaceSelector(), o.PresetStatus())
 }

@@ -158,7 +158,7 @@ func (g *gen) set() *Set {
 			}
 			seen["pp/"+name] = true
 			pp := &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Generation: 1}, Spec: g.spec()}
-			p, err := CompilePodPreset(pp)
+			p, err := compileObject(pp)
 			if err != nil {
 				panic(err)
 			}
@@ -170,7 +170,7 @@ func (g *gen) set() *Set {
 			seen["cpp/"+name] = true
 			cpp := &v1alpha1.ClusterPodPreset{ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1}}
 			cpp.Spec.PodPresetSpec = g.spec()
-			p, err := CompileClusterPodPreset(cpp)
+			p, err := compileObject(cpp)
 			if err != nil {
 				panic(err)
 			}

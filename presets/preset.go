@@ -45,29 +45,41 @@ type Preset struct {
 	inits       []corev1.Container
 	pullSecrets []corev1.LocalObjectReference
 	annotations []annotation // sorted by key
+	// envObjs, envFromObjs and volumeObjs name the materialised object
+	// each entry of env, envFrom and volumes refers to (zero: none).
+	envObjs, envFromObjs, volumeObjs []objRef
+	// foreign are the objects of those names that exist without being the
+	// preset's (status.foreignObjects): entries referring to them are left
+	// out.
+	foreign map[foreignKey]bool
 	// sourceVersions are the versions of the Consul and Vault values that
 	// the status reports as materialised, for the sources hash.
 	sourceVersions string
+	// refusal says why the preset is never applied; nil when it is.
+	refusal *Refusal
 }
 
 type annotation struct{ key, value string }
 
+// objRef names a materialised object; the zero value names none.
+type objRef struct{ kind, name string }
+
+type foreignKey struct {
+	namespace string
+	objRef
+}
+
+// isForeign says whether an entry's materialised object is someone else's
+// in namespace ns.
+func (p *Preset) isForeign(ns string, o objRef) bool {
+	return o.kind != "" && p.foreign[foreignKey{ns, o}]
+}
+
+// Refused says why the preset is never applied; nil when it is applied.
+func (p *Preset) Refused() *Refusal { return p.refusal }
+
 // Ref returns the preset's reference.
 func (p *Preset) Ref() Ref { return p.ref }
-
-// CompilePodPreset compiles a PodPreset. It fails when the selector does not
-// parse; it does not run the rest of Validate.
-func CompilePodPreset(pp *v1alpha1.PodPreset) (*Preset, error) {
-	ref := Ref{Kind: v1alpha1.KindPodPreset, Namespace: pp.Namespace, Name: pp.Name, Generation: pp.Generation}
-	return compile(ref, &pp.Spec, nil, &pp.Status)
-}
-
-// CompileClusterPodPreset compiles a ClusterPodPreset. It fails when a
-// selector does not parse.
-func CompileClusterPodPreset(cpp *v1alpha1.ClusterPodPreset) (*Preset, error) {
-	ref := Ref{Kind: v1alpha1.KindClusterPodPreset, Name: cpp.Name, Generation: cpp.Generation}
-	return compile(ref, &cpp.Spec.PodPresetSpec, &cpp.Spec.NamespaceSelector, &cpp.Status)
-}
 
 // compile converts a spec; Consul and Vault sources become references to
 // the objects the sources controller materialises them into.
@@ -94,6 +106,9 @@ func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector,
 	for i := range spec.Volumes {
 		p.volumes = append(p.volumes, coreVolume(ref.Name, &spec.Volumes[i]))
 	}
+	if len(status.ForeignObjects) > 0 {
+		p.recordForeign(spec, status.ForeignObjects)
+	}
 	for i := range spec.VolumeMounts {
 		p.mounts = append(p.mounts, *spec.VolumeMounts[i].DeepCopy())
 	}
@@ -107,6 +122,45 @@ func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector,
 	slices.SortFunc(p.annotations, func(a, b annotation) int { return strings.Compare(a.key, b.key) })
 	p.sourceVersions = sourceVersions(spec, status)
 	return p, nil
+}
+
+// recordForeign notes which entries refer to materialised objects, and
+// which of those objects are someone else's, as the status reports.
+func (p *Preset) recordForeign(spec *v1alpha1.PodPresetSpec, foreign []v1alpha1.ObjectReference) {
+	p.foreign = make(map[foreignKey]bool, len(foreign))
+	for _, f := range foreign {
+		p.foreign[foreignKey{f.Namespace, objRef{f.Kind, f.Name}}] = true
+	}
+	p.envObjs = make([]objRef, len(p.env))
+	for i := range p.env {
+		if vf := p.env[i].ValueFrom; vf != nil && spec.Env[i].ValueFrom != nil && (spec.Env[i].ValueFrom.ConsulKV != nil || spec.Env[i].ValueFrom.Vault != nil) {
+			if vf.ConfigMapKeyRef != nil {
+				p.envObjs[i] = objRef{KindConfigMap, vf.ConfigMapKeyRef.Name}
+			} else if vf.SecretKeyRef != nil {
+				p.envObjs[i] = objRef{KindSecret, vf.SecretKeyRef.Name}
+			}
+		}
+	}
+	p.envFromObjs = make([]objRef, len(p.envFrom))
+	for i := range p.envFrom {
+		if e := &p.envFrom[i]; spec.EnvFrom[i].ConsulKV != nil || spec.EnvFrom[i].Vault != nil {
+			if e.ConfigMapRef != nil {
+				p.envFromObjs[i] = objRef{KindConfigMap, e.ConfigMapRef.Name}
+			} else if e.SecretRef != nil {
+				p.envFromObjs[i] = objRef{KindSecret, e.SecretRef.Name}
+			}
+		}
+	}
+	p.volumeObjs = make([]objRef, len(p.volumes))
+	for i := range p.volumes {
+		if v := &p.volumes[i]; spec.Volumes[i].ConsulKV != nil || spec.Volumes[i].Vault != nil || spec.Volumes[i].VaultPKI != nil {
+			if v.ConfigMap != nil {
+				p.volumeObjs[i] = objRef{KindConfigMap, v.ConfigMap.Name}
+			} else if v.Secret != nil {
+				p.volumeObjs[i] = objRef{KindSecret, v.Secret.SecretName}
+			}
+		}
+	}
 }
 
 // targets reports whether the preset injects into the named container.

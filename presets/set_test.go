@@ -138,7 +138,7 @@ func TestMatchAgreesWithSelectors(t *testing.T) {
 				}
 				pp.Spec.Selector.MatchExpressions = append(pp.Spec.Selector.MatchExpressions, r)
 			}
-			p, err := CompilePodPreset(pp)
+			p, err := compileObject(pp)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -174,7 +174,7 @@ func TestMatchLooksOnlyAtCandidates(t *testing.T) {
 func TestCompileRejectsBadSelector(t *testing.T) {
 	pp := testPP("bad", injectEnv(env("A", "a")))
 	pp.Spec.Selector.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Near"}}
-	_, err := CompilePodPreset(pp)
+	_, err := compileObject(pp)
 	if err == nil {
 		t.Fatal("CompilePodPreset accepted operator Near")
 	}

@@ -72,13 +72,58 @@ type Item struct {
 	Optional bool
 }
 
-// Object is a ConfigMap (Consul) or a Secret (Vault) that the sources
-// controller writes for a preset, in each namespace the preset serves.
+// ObjectRole says what a materialised object holds, and so how it is named.
+type ObjectRole int
+
+// Object roles.
+const (
+	// RoleValues is podpreset-<preset>: the single values of env
+	// valueFrom (a ConfigMap for Consul, a Secret for Vault and for Consul
+	// keys marked secret).
+	RoleValues ObjectRole = iota
+	// RoleEnvFrom is podpreset-<preset>-env-<hash>: one envFrom source.
+	RoleEnvFrom
+	// RoleVolume is podpreset-<preset>-vol-<volume>: one volume's files.
+	RoleVolume
+)
+
+// Object is a ConfigMap or a Secret that the sources controller writes for
+// a preset, in each namespace the preset serves. It is planned from the
+// spec alone; Name gives it the name it has for a given preset.
 type Object struct {
-	Name   string
+	Role ObjectRole
+	// Secret says it is a Secret (Vault values, and Consul values marked
+	// secret), not a ConfigMap.
 	Secret bool
+	// Volume is the volume's name, for RoleVolume.
+	Volume string
 	Items  []Item
 }
+
+// Name is the object's name for the preset named preset.
+func (o *Object) Name(preset string) string {
+	switch o.Role {
+	case RoleEnvFrom:
+		return EnvFromObjectName(preset, o.Items[0].Source)
+	case RoleVolume:
+		return VolumeObjectName(preset, o.Volume)
+	}
+	return ValuesObjectName(preset)
+}
+
+// Kind is Secret or ConfigMap.
+func (o *Object) Kind() string {
+	if o.Secret {
+		return KindSecret
+	}
+	return KindConfigMap
+}
+
+// Kinds of materialised objects.
+const (
+	KindConfigMap = "ConfigMap"
+	KindSecret    = "Secret"
+)
 
 // Object names. Single values share podpreset-<preset> (a ConfigMap for
 // Consul, a Secret for Vault); envFrom and volume sources need an object of
@@ -135,10 +180,11 @@ func FileName(rel string) (name string, ok bool) {
 	return name, len(validation.IsConfigMapKey(name)) == 0
 }
 
-// SourcePlan lists the objects the sources controller writes for a preset
-// named name, and what goes into each. It is empty for a preset without
-// Consul or Vault sources.
-func SourcePlan(name string, spec *v1alpha1.PodPresetSpec) []Object {
+// SourcePlan lists the objects the sources controller writes for a preset,
+// and what goes into each: the values object(s) first (ConfigMap, then
+// Secret), then one per envFrom source and one per volume source, in spec
+// order. It is empty for a preset without Consul or Vault sources.
+func SourcePlan(spec *v1alpha1.PodPresetSpec) []Object {
 	var cm, sec *Object
 	var out []Object
 	p := field.NewPath("spec")
@@ -148,20 +194,30 @@ func SourcePlan(name string, spec *v1alpha1.PodPresetSpec) []Object {
 			continue
 		}
 		fp := p.Child("env").Index(i).Child("valueFrom")
-		if c := e.ValueFrom.ConsulKV; c != nil {
-			if cm == nil {
-				cm = &Object{Name: ValuesObjectName(name)}
-			}
-			cm.Items = append(cm.Items, Item{Field: fp.Child("consulKV").String(), Source: Source{Kind: SourceConsulKey, Path: c.Key},
-				DataKey: ConsulDataKey(c.Key), Layout: LayoutKey, Optional: isTrue(c.Optional)})
+		var it Item
+		var secret bool
+		switch {
+		case e.ValueFrom.ConsulKV != nil:
+			c := e.ValueFrom.ConsulKV
+			it = Item{Field: fp.Child("consulKV").String(), Source: Source{Kind: SourceConsulKey, Path: c.Key},
+				DataKey: ConsulDataKey(c.Key), Layout: LayoutKey, Optional: isTrue(c.Optional)}
+			secret = isTrue(c.Secret)
+		case e.ValueFrom.Vault != nil:
+			v := e.ValueFrom.Vault
+			it = Item{Field: fp.Child("vault").String(), Source: Source{Kind: SourceVault, Path: v.Path},
+				VaultField: v.Field, DataKey: VaultDataKey(v.Path, v.Field), Layout: LayoutKey, Optional: isTrue(v.Optional)}
+			secret = true
+		default:
+			continue
 		}
-		if v := e.ValueFrom.Vault; v != nil {
-			if sec == nil {
-				sec = &Object{Name: ValuesObjectName(name), Secret: true}
-			}
-			sec.Items = append(sec.Items, Item{Field: fp.Child("vault").String(), Source: Source{Kind: SourceVault, Path: v.Path},
-				VaultField: v.Field, DataKey: VaultDataKey(v.Path, v.Field), Layout: LayoutKey, Optional: isTrue(v.Optional)})
+		obj := &cm
+		if secret {
+			obj = &sec
 		}
+		if *obj == nil {
+			*obj = &Object{Role: RoleValues, Secret: secret}
+		}
+		(*obj).Items = append((*obj).Items, it)
 	}
 	if cm != nil {
 		out = append(out, *cm)
@@ -173,32 +229,35 @@ func SourcePlan(name string, spec *v1alpha1.PodPresetSpec) []Object {
 		e := &spec.EnvFrom[i]
 		fp := p.Child("envFrom").Index(i)
 		if c := e.ConsulKV; c != nil {
-			s := Source{Kind: SourceConsulPrefix, Path: c.Prefix}
-			out = append(out, Object{Name: EnvFromObjectName(name, s), Items: []Item{{Field: fp.Child("consulKV").String(), Source: s, Layout: LayoutEnv, Optional: isTrue(c.Optional)}}})
+			out = append(out, Object{Role: RoleEnvFrom, Secret: isTrue(c.Secret), Items: []Item{{Field: fp.Child("consulKV").String(),
+				Source: Source{Kind: SourceConsulPrefix, Path: c.Prefix}, Layout: LayoutEnv, Optional: isTrue(c.Optional)}}})
 		}
 		if v := e.Vault; v != nil {
-			s := Source{Kind: SourceVault, Path: v.Path}
-			out = append(out, Object{Name: EnvFromObjectName(name, s), Secret: true, Items: []Item{{Field: fp.Child("vault").String(), Source: s, Layout: LayoutEnv, Optional: isTrue(v.Optional)}}})
+			out = append(out, Object{Role: RoleEnvFrom, Secret: true, Items: []Item{{Field: fp.Child("vault").String(),
+				Source: Source{Kind: SourceVault, Path: v.Path}, Layout: LayoutEnv, Optional: isTrue(v.Optional)}}})
 		}
 	}
 	for i := range spec.Volumes {
 		v := &spec.Volumes[i]
 		fp := p.Child("volumes").Index(i)
-		obj := VolumeObjectName(name, v.Name)
 		switch {
 		case v.ConsulKV != nil:
-			out = append(out, Object{Name: obj, Items: []Item{{Field: fp.Child("consulKV").String(),
+			out = append(out, Object{Role: RoleVolume, Volume: v.Name, Secret: isTrue(v.ConsulKV.Secret), Items: []Item{{Field: fp.Child("consulKV").String(),
 				Source: Source{Kind: SourceConsulPrefix, Path: v.ConsulKV.Prefix}, Layout: LayoutFiles, Optional: isTrue(v.ConsulKV.Optional)}}})
 		case v.Vault != nil:
-			out = append(out, Object{Name: obj, Secret: true, Items: []Item{{Field: fp.Child("vault").String(),
+			out = append(out, Object{Role: RoleVolume, Volume: v.Name, Secret: true, Items: []Item{{Field: fp.Child("vault").String(),
 				Source: Source{Kind: SourceVault, Path: v.Vault.Path}, Layout: LayoutFiles, Optional: isTrue(v.Vault.Optional)}}})
 		case v.VaultPKI != nil:
-			k := v.VaultPKI
-			out = append(out, Object{Name: obj, Secret: true, Items: []Item{{Field: fp.Child("vaultPKI").String(),
-				Source: Source{Kind: SourceVaultPKI, Path: strings.Trim(k.Mount, "/") + "/issue/" + k.Role, PKI: k}, Layout: LayoutTLS}}})
+			out = append(out, Object{Role: RoleVolume, Volume: v.Name, Secret: true, Items: []Item{{Field: fp.Child("vaultPKI").String(),
+				Source: PKISource(v.VaultPKI), Layout: LayoutTLS}}})
 		}
 	}
 	return out
+}
+
+// PKISource is the source of a vaultPKI volume: <mount>/issue/<role>.
+func PKISource(k *v1alpha1.VaultPKISource) Source {
+	return Source{Kind: SourceVaultPKI, Path: strings.Trim(k.Mount, "/") + "/issue/" + k.Role, PKI: k}
 }
 
 func isTrue(b *bool) bool { return b != nil && *b }
@@ -230,25 +289,32 @@ func coreEnv(preset string, e *v1alpha1.EnvVar) corev1.EnvVar {
 	if e.ValueFrom == nil {
 		return out
 	}
-	if c := e.ValueFrom.ConsulKV; c != nil {
-		out.ValueFrom = &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
-			LocalObjectReference: corev1.LocalObjectReference{Name: ValuesObjectName(preset)},
-			Key:                  ConsulDataKey(c.Key), Optional: copyBool(c.Optional)}}
-	} else if v := e.ValueFrom.Vault; v != nil {
+	name := corev1.LocalObjectReference{Name: ValuesObjectName(preset)}
+	switch c, v := e.ValueFrom.ConsulKV, e.ValueFrom.Vault; {
+	case c != nil && isTrue(c.Secret):
 		out.ValueFrom = &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-			LocalObjectReference: corev1.LocalObjectReference{Name: ValuesObjectName(preset)},
-			Key:                  VaultDataKey(v.Path, v.Field), Optional: copyBool(v.Optional)}}
+			LocalObjectReference: name, Key: ConsulDataKey(c.Key), Optional: copyBool(c.Optional)}}
+	case c != nil:
+		out.ValueFrom = &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: name, Key: ConsulDataKey(c.Key), Optional: copyBool(c.Optional)}}
+	case v != nil:
+		out.ValueFrom = &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: name, Key: VaultDataKey(v.Path, v.Field), Optional: copyBool(v.Optional)}}
 	}
 	return out
 }
 
 func coreEnvFrom(preset string, e *v1alpha1.EnvFromSource) corev1.EnvFromSource {
 	out := e.Core()
-	if c := e.ConsulKV; c != nil {
-		out.ConfigMapRef = &corev1.ConfigMapEnvSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: EnvFromObjectName(preset, Source{Kind: SourceConsulPrefix, Path: c.Prefix})},
-			Optional:             copyBool(c.Optional)}
-	} else if v := e.Vault; v != nil {
+	switch c, v := e.ConsulKV, e.Vault; {
+	case c != nil:
+		name := corev1.LocalObjectReference{Name: EnvFromObjectName(preset, Source{Kind: SourceConsulPrefix, Path: c.Prefix})}
+		if isTrue(c.Secret) {
+			out.SecretRef = &corev1.SecretEnvSource{LocalObjectReference: name, Optional: copyBool(c.Optional)}
+		} else {
+			out.ConfigMapRef = &corev1.ConfigMapEnvSource{LocalObjectReference: name, Optional: copyBool(c.Optional)}
+		}
+	case v != nil:
 		out.SecretRef = &corev1.SecretEnvSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: EnvFromObjectName(preset, Source{Kind: SourceVault, Path: v.Path})},
 			Optional:             copyBool(v.Optional)}
@@ -260,6 +326,8 @@ func coreVolume(preset string, v *v1alpha1.Volume) corev1.Volume {
 	out := v.Core()
 	obj := VolumeObjectName(preset, v.Name)
 	switch {
+	case v.ConsulKV != nil && isTrue(v.ConsulKV.Secret):
+		out.Secret = &corev1.SecretVolumeSource{SecretName: obj, Optional: copyBool(v.ConsulKV.Optional)}
 	case v.ConsulKV != nil:
 		out.ConfigMap = &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: obj}, Optional: copyBool(v.ConsulKV.Optional)}
 	case v.Vault != nil:

@@ -69,12 +69,8 @@ func TestApplyRewritesSourcesIntoNativeReferences(t *testing.T) {
 
 	// The plan the controller follows names the same objects.
 	var names []string
-	for _, o := range SourcePlan("db", &pp.Spec) {
-		kind := "ConfigMap"
-		if o.Secret {
-			kind = "Secret"
-		}
-		names = append(names, kind+"/"+o.Name)
+	for _, o := range SourcePlan(&pp.Spec) {
+		names = append(names, o.Kind()+"/"+o.Name("db"))
 	}
 	wantNames := []string{"ConfigMap/podpreset-db", "Secret/podpreset-db", "ConfigMap/" + envCM, "Secret/" + envSec,
 		"ConfigMap/podpreset-db-vol-conf", "Secret/podpreset-db-vol-creds", "Secret/podpreset-db-vol-tls"}

@@ -3,6 +3,7 @@ package presets
 import (
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,14 +37,15 @@ func ValidateClusterPodPreset(cpp *v1alpha1.ClusterPodPreset) field.ErrorList {
 func validateObjectNames(name string, spec *v1alpha1.PodPresetSpec) field.ErrorList {
 	var errs field.ErrorList
 	seen := sets.New[string]()
-	for _, o := range SourcePlan(name, spec) {
-		if seen.Has(o.Name) {
+	for _, o := range SourcePlan(spec) {
+		objName := o.Name(name)
+		if seen.Has(objName) {
 			continue
 		}
-		seen.Insert(o.Name)
-		for _, msg := range validation.IsDNS1123Subdomain(o.Name) {
+		seen.Insert(objName)
+		for _, msg := range validation.IsDNS1123Subdomain(objName) {
 			errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), name,
-				fmt.Sprintf("%s needs an object named %q: %s; use a shorter preset name", o.Items[0].Field, o.Name, msg)))
+				fmt.Sprintf("%s needs an object named %q: %s; use a shorter preset name", o.Items[0].Field, objName, msg)))
 		}
 	}
 	return errs
@@ -79,7 +81,7 @@ func ValidateSpec(spec *v1alpha1.PodPresetSpec, p *field.Path) field.ErrorList {
 		}
 		switch {
 		case v.ConsulKV != nil:
-			errs = append(errs, validateConsulKey(v.ConsulKV.Prefix, vp.Child("consulKV", "prefix"))...)
+			errs = append(errs, ValidateConsulPrefix(v.ConsulKV.Prefix, vp.Child("consulKV", "prefix"))...)
 		case v.Vault != nil:
 			errs = append(errs, ValidateVaultPath(v.Vault.Path, vp.Child("vault", "path"))...)
 		case v.VaultPKI != nil:
@@ -131,7 +133,7 @@ func dnsLabel(name string, p *field.Path) field.ErrorList {
 func validateEnv(env []v1alpha1.EnvVar, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	core := make([]corev1.EnvVar, len(env))
-	dataKeys := map[string]string{} // data key in podpreset-<preset> -> field
+	dataKeys := map[string]string{} // kind and data key in podpreset-<preset> -> field
 	for i := range env {
 		e := &env[i]
 		core[i] = coreEnv("preset", e)
@@ -148,8 +150,11 @@ func validateEnv(env []v1alpha1.EnvVar, p *field.Path) field.ErrorList {
 		var kp *field.Path
 		if c := e.ValueFrom.ConsulKV; c != nil {
 			kp = vp.Child("consulKV", "key")
-			errs = append(errs, validateConsulKey(c.Key, kp)...)
-			key = "consul " + ConsulDataKey(c.Key)
+			errs = append(errs, ValidateConsulKey(c.Key, kp)...)
+			key = KindConfigMap + " " + ConsulDataKey(c.Key)
+			if isTrue(c.Secret) {
+				key = KindSecret + " " + ConsulDataKey(c.Key)
+			}
 			for _, msg := range validation.IsConfigMapKey(ConsulDataKey(c.Key)) {
 				errs = append(errs, field.Invalid(kp, c.Key, "with / replaced by . the key must be a valid ConfigMap key: "+msg))
 			}
@@ -160,7 +165,7 @@ func validateEnv(env []v1alpha1.EnvVar, p *field.Path) field.ErrorList {
 			if v.Field == "" {
 				errs = append(errs, field.Required(kp.Child("field"), "the secret's field to read"))
 			}
-			key = "vault " + VaultDataKey(v.Path, v.Field)
+			key = KindSecret + " " + VaultDataKey(v.Path, v.Field)
 			for _, msg := range validation.IsConfigMapKey(VaultDataKey(v.Path, v.Field)) {
 				errs = append(errs, field.Invalid(kp, v.Path+"#"+v.Field, "path.field, with / replaced by ., must be a valid Secret key: "+msg))
 			}
@@ -183,34 +188,70 @@ func count(set ...bool) int {
 	return n
 }
 
-// validateConsulKey checks a Consul key or prefix.
-func validateConsulKey(key string, p *field.Path) field.ErrorList {
-	switch {
-	case key == "":
-		return field.ErrorList{field.Required(p, "a Consul key must not be empty")}
-	case strings.HasPrefix(key, "/"):
-		return field.ErrorList{field.Invalid(p, key, "a Consul key must not start with /")}
-	case strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return field.ErrorList{field.Invalid(p, key, "a Consul key must not contain control characters")}
+// ValidateConsulKey checks a Consul KV key by the rules of Vault paths, so
+// that no key can step out of the prefix that tenancy allows: no leading or
+// trailing /, no empty, . or .. segment (Consul's HTTP server answers
+// apps/a/../b with a redirect to apps/b, which clients follow), no %, ?, #
+// or \ (encoded or query characters), no control characters.
+func ValidateConsulKey(key string, p *field.Path) field.ErrorList {
+	return validatePath(key, p, pathRules{what: "a Consul key", forbidden: `%?#\`})
+}
+
+// ValidateConsulPrefix checks a Consul KV prefix: as ValidateConsulKey,
+// but a trailing / (a folder) is allowed.
+func ValidateConsulPrefix(prefix string, p *field.Path) field.ErrorList {
+	return validatePath(prefix, p, pathRules{what: "a Consul prefix", folder: true, forbidden: `%?#\`})
+}
+
+// ValidateVaultPath checks a Vault API path: no leading or trailing /, no
+// empty, . or .. segment (so that a tenancy prefix cannot be escaped), no
+// query, glob or encoded characters, no control characters.
+func ValidateVaultPath(path string, p *field.Path) field.ErrorList {
+	return validatePath(path, p, pathRules{what: "a Vault path", forbidden: `?#%*+ \`})
+}
+
+// pathRules are the rules of one kind of path.
+type pathRules struct {
+	what string
+	// folder allows a trailing / (a Consul prefix that names a folder).
+	folder bool
+	// forbidden are characters the path may not contain.
+	forbidden string
+}
+
+// validatePath checks a path segment by segment.
+func validatePath(path string, p *field.Path, r pathRules) field.ErrorList {
+	if path == "" {
+		return field.ErrorList{field.Required(p, r.what+" must not be empty")}
+	}
+	trimmed := path
+	if r.folder {
+		trimmed = strings.TrimSuffix(path, "/")
+	}
+	for _, seg := range strings.Split(trimmed, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			end := "start or end with /"
+			if r.folder {
+				end = "start with /"
+			}
+			return field.ErrorList{field.Invalid(p, path, r.what+" must not "+end+", or have an empty, . or .. segment")}
+		}
+	}
+	if i := strings.IndexAny(path, r.forbidden); i >= 0 {
+		return field.ErrorList{field.Invalid(p, path, fmt.Sprintf("%s must not contain %q (it may not contain any of %s)", r.what, path[i], quoteChars(r.forbidden)))}
+	}
+	if strings.ContainsFunc(path, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return field.ErrorList{field.Invalid(p, path, r.what+" must not contain control characters")}
 	}
 	return nil
 }
 
-// ValidateVaultPath checks a Vault API path: no leading /, no empty, . or
-// .. segment (so that a tenancy prefix cannot be escaped), no query.
-func ValidateVaultPath(path string, p *field.Path) field.ErrorList {
-	if path == "" {
-		return field.ErrorList{field.Required(p, "a Vault path must not be empty")}
+func quoteChars(chars string) string {
+	out := make([]string, 0, len(chars))
+	for _, c := range chars {
+		out = append(out, strconv.QuoteRune(c))
 	}
-	for _, seg := range strings.Split(path, "/") {
-		if seg == "" || seg == "." || seg == ".." {
-			return field.ErrorList{field.Invalid(p, path, "a Vault path must not start or end with /, or have an empty, . or .. segment")}
-		}
-	}
-	if strings.ContainsAny(path, "?#%*+ ") || strings.ContainsFunc(path, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return field.ErrorList{field.Invalid(p, path, "a Vault path must not contain ?, #, %, *, +, spaces or control characters")}
-	}
-	return nil
+	return strings.Join(out, " ")
 }
 
 func validatePKI(k *v1alpha1.VaultPKISource, p *field.Path) field.ErrorList {
@@ -283,7 +324,7 @@ func validateEnvFrom(envFrom []v1alpha1.EnvFromSource, p *field.Path) field.Erro
 				continue
 			}
 			if src.ConsulKV != nil {
-				errs = append(errs, validateConsulKey(src.ConsulKV.Prefix, ep.Child("consulKV", "prefix"))...)
+				errs = append(errs, ValidateConsulPrefix(src.ConsulKV.Prefix, ep.Child("consulKV", "prefix"))...)
 			} else {
 				errs = append(errs, ValidateVaultPath(src.Vault.Path, ep.Child("vault", "path"))...)
 			}

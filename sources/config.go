@@ -5,16 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"text/template"
-	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/yaml"
 
 	"github.com/podpreset/podpreset/presets"
-	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
 // Config is the sources configuration file (podpreset-webhook
@@ -41,7 +39,7 @@ type ConsulConfig struct {
 	// TLS for an https address.
 	TLS TLSConfig `json:"tls,omitempty"`
 	// WaitTime is how long one blocking query waits (5m when zero).
-	WaitTime Duration `json:"waitTime,omitempty"`
+	WaitTime metav1.Duration `json:"waitTime,omitempty"`
 }
 
 // VaultConfig reaches a Vault server.
@@ -52,7 +50,7 @@ type VaultConfig struct {
 	TLS TLSConfig `json:"tls,omitempty"`
 	// RefreshInterval is how often each KV secret is read again (1m when
 	// zero); Vault has no blocking queries.
-	RefreshInterval Duration `json:"refreshInterval,omitempty"`
+	RefreshInterval metav1.Duration `json:"refreshInterval,omitempty"`
 	// Auth says how podpreset logs in.
 	Auth VaultAuth `json:"auth"`
 }
@@ -98,33 +96,20 @@ type TenancyConfig struct {
 	ClusterPodPresets Allowance `json:"clusterPodPresets,omitempty"`
 }
 
-// Allowance is a set of Consul key prefixes and Vault path patterns.
+// Allowance is a set of Consul folders and Vault path patterns.
 type Allowance struct {
-	// ConsulPrefixes: a key (or prefix) is allowed when it starts with one
-	// of them. "" allows every key.
+	// ConsulPrefixes are folders: a key, or a prefix, is allowed when it
+	// lies inside one of them, compared segment by segment (apps/team/
+	// allows apps/team/db and apps/team/env/, never apps/team-evil/ nor the
+	// prefix apps/team, which Consul would answer with apps/team-evil/ too).
+	// A trailing / is implied. "" allows every key.
 	ConsulPrefixes []string `json:"consulPrefixes,omitempty"`
-	// VaultPaths: a path is allowed when it equals one of them, or starts
-	// with one that ends in * (without the *). PKI sources are checked as
+	// VaultPaths: a path is allowed when it equals one of them, or lies
+	// under one that ends in /* (secret/data/team/* allows
+	// secret/data/team/db and deeper). PKI sources are checked as
 	// <mount>/issue/<role>.
 	VaultPaths []string `json:"vaultPaths,omitempty"`
 }
-
-// Duration is a time.Duration written as "30s" in the file.
-type Duration struct{ time.Duration }
-
-// UnmarshalJSON parses "30s".
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	s := strings.Trim(string(b), `"`)
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("%q is not a duration (such as 30s or 5m): %w", s, err)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalJSON writes "30s".
-func (d Duration) MarshalJSON() ([]byte, error) { return []byte(`"` + d.String() + `"`), nil }
 
 // LoadConfig reads and checks a sources configuration file.
 func LoadConfig(path string) (*Config, error) {
@@ -177,14 +162,49 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("vault.auth.method %q: must be token, approle or kubernetes", v.Auth.Method))
 		}
 	}
-	for name, a := range map[string]Allowance{"tenancy.podPresets": c.Tenancy.PodPresets, "tenancy.clusterPodPresets": c.Tenancy.ClusterPodPresets} {
-		for i, p := range slices.Concat(a.ConsulPrefixes, a.VaultPaths) {
-			if _, err := expand(p, "example"); err != nil {
-				errs = append(errs, fmt.Errorf("%s[%d] %q: %w", name, i, p, err))
+	for _, a := range []struct {
+		name string
+		a    Allowance
+	}{{"tenancy.podPresets", c.Tenancy.PodPresets}, {"tenancy.clusterPodPresets", c.Tenancy.ClusterPodPresets}} {
+		for i, p := range a.a.ConsulPrefixes {
+			if err := checkPattern(p, false); err != nil {
+				errs = append(errs, fmt.Errorf("%s.consulPrefixes[%d] %q: %w", a.name, i, p, err))
+			}
+		}
+		for i, p := range a.a.VaultPaths {
+			if err := checkPattern(p, true); err != nil {
+				errs = append(errs, fmt.Errorf("%s.vaultPaths[%d] %q: %w", a.name, i, p, err))
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkPattern checks an allowance: its template renders, and what it
+// renders is a path that the same rules as presets' paths accept (a Vault
+// pattern may end in /*, and * alone allows every path).
+func checkPattern(pattern string, vault bool) error {
+	e, err := expand(pattern, "example")
+	if err != nil {
+		return err
+	}
+	if e == "" || vault && e == "*" {
+		return nil
+	}
+	if vault {
+		e = strings.TrimSuffix(e, "/*")
+		if errs := presets.ValidateVaultPath(e, field.NewPath("pattern")); len(errs) > 0 {
+			return fmt.Errorf("%s (a * may only be the last segment: secret/data/team/*)", errs[0].Detail)
+		}
+		return nil
+	}
+	if strings.Contains(e, "*") {
+		return errors.New("a Consul prefix is a folder and has no *")
+	}
+	if errs := presets.ValidateConsulPrefix(e, field.NewPath("pattern")); len(errs) > 0 {
+		return errors.New(errs[0].Detail)
+	}
+	return nil
 }
 
 // expand renders an allowance pattern for a namespace.
@@ -201,85 +221,4 @@ func expand(pattern, namespace string) (string, error) {
 		return "", err
 	}
 	return b.String(), nil
-}
-
-// Tenancy enforces the allowances: the validating webhook calls Check on
-// every preset, and the controller again before it reads anything.
-type Tenancy struct {
-	Consul, Vault bool // whether each is configured
-	Config        TenancyConfig
-}
-
-// NewTenancy returns the policy of a configuration; a nil configuration
-// allows no source at all.
-func NewTenancy(c *Config) *Tenancy {
-	if c == nil {
-		return &Tenancy{}
-	}
-	return &Tenancy{Consul: c.Consul != nil, Vault: c.Vault != nil, Config: c.Tenancy}
-}
-
-// Check returns an error for each source of the spec that the preset may
-// not read. namespace is the PodPreset's namespace, empty for a
-// ClusterPodPreset.
-func (t *Tenancy) Check(namespace string, spec *v1alpha1.PodPresetSpec) field.ErrorList {
-	var errs field.ErrorList
-	for _, o := range presets.SourcePlan("x", spec) {
-		for _, it := range o.Items {
-			if err := t.Allowed(namespace, it.Source); err != nil {
-				errs = append(errs, field.Forbidden(field.NewPath(it.Field), err.Error()))
-			}
-		}
-	}
-	return errs
-}
-
-// Allowed says whether a preset in namespace (empty: a ClusterPodPreset)
-// may read a source, and if not, why, naming what it may read.
-func (t *Tenancy) Allowed(namespace string, s presets.Source) error {
-	who, a := "PodPresets in namespace "+namespace, t.Config.PodPresets
-	if namespace == "" {
-		who, a = "ClusterPodPresets", t.Config.ClusterPodPresets
-	}
-	consul := s.Kind == presets.SourceConsulKey || s.Kind == presets.SourceConsulPrefix
-	if consul && !t.Consul {
-		return errors.New("Consul is not configured: podpreset-webhook needs a consul section in --sources-config")
-	}
-	if !consul && !t.Vault {
-		return errors.New("Vault is not configured: podpreset-webhook needs a vault section in --sources-config")
-	}
-	patterns := a.VaultPaths
-	if consul {
-		patterns = a.ConsulPrefixes
-	}
-	var allowed []string
-	for _, p := range patterns {
-		e, err := expand(p, namespace)
-		if err != nil {
-			continue // Validate refused it at load time
-		}
-		allowed = append(allowed, e)
-		if consul && strings.HasPrefix(s.Path, e) {
-			return nil
-		}
-		if !consul && (s.Path == e || strings.HasSuffix(e, "*") && strings.HasPrefix(s.Path, strings.TrimSuffix(e, "*"))) {
-			return nil
-		}
-	}
-	what := "Vault path"
-	if consul {
-		what = "Consul key"
-	}
-	if len(allowed) == 0 {
-		return fmt.Errorf("%s %q is not allowed: %s may read no %s (tenancy in --sources-config)", what, s.Path, who, what)
-	}
-	return fmt.Errorf("%s %q is not allowed: %s may read only %s", what, s.Path, who, strings.Join(quoteAll(allowed), ", "))
-}
-
-func quoteAll(s []string) []string {
-	out := make([]string, len(s))
-	for i, v := range s {
-		out[i] = fmt.Sprintf("%q", v)
-	}
-	return out
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -28,6 +29,9 @@ type Consul interface {
 	// Prefix reads every key under a prefix, sorted by key.
 	Prefix(ctx context.Context, prefix string, waitIndex uint64) (kvs []KV, index uint64, err error)
 }
+
+// errConsulRedirect is the error of a Consul read that was redirected.
+var errConsulRedirect = errors.New("consul answered with a redirect, which is never followed")
 
 // consulClient is Consul over its HTTP API, with consul/api.
 type consulClient struct {
@@ -53,6 +57,15 @@ func NewConsul(c *ConsulConfig) (Consul, error) {
 	// One connection per blocking query: they are long, and there is one
 	// per watched key or prefix.
 	cfg.Transport.MaxIdleConnsPerHost = 64
+	hc, err := consulapi.NewHttpClient(cfg.Transport, cfg.TLSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("consul client for %s: %w", c.Address, err)
+	}
+	// A KV read is never redirected: Consul answers a key with a . or ..
+	// segment with a redirect to the cleaned path, which would step out of
+	// the prefix that tenancy checked.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return errConsulRedirect }
+	cfg.HttpClient = hc
 	cl, err := consulapi.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", c.Address, err)
@@ -110,6 +123,9 @@ func (c *consulClient) Prefix(ctx context.Context, prefix string, waitIndex uint
 // consulError says "unreachable" when Consul could not be reached, and
 // drops the request URL (with its query) from the message.
 func consulError(err error) error {
+	if errors.Is(err, errConsulRedirect) {
+		return errConsulRedirect
+	}
 	var ne net.Error
 	if errors.As(err, &ne) {
 		var op *net.OpError

@@ -40,9 +40,9 @@ type Snapshot struct {
 
 // Hub keeps the values of every Consul key and prefix and Vault secret that
 // some preset reads: one blocking query loop per Consul source, one refresh
-// loop per Vault secret, shared by every preset that reads it. It calls
-// Notify with the presets that read a source when its values or its error
-// state change.
+// loop per Vault secret, shared by every preset that reads it. It calls the
+// notify function given to Start with the presets that read a source when
+// its values or its error state change.
 type Hub struct {
 	Consul  Consul
 	Vault   Vault
@@ -50,13 +50,13 @@ type Hub struct {
 	// Backoff is the first delay after a failed read (500ms when 0); it
 	// doubles up to MaxBackoff (10s when 0).
 	Backoff, MaxBackoff time.Duration
-	Notify              func(presets []types.NamespacedName)
 	// Log receives a line per change (at V(1)): the source and its
 	// version, never a value.
 	Log logr.Logger
 
 	mu      sync.Mutex
 	ctx     context.Context
+	notify  func(presets []types.NamespacedName)
 	watches map[string]*watch
 	wants   map[types.NamespacedName]sets.Set[string]
 }
@@ -68,30 +68,28 @@ type watch struct {
 	users  sets.Set[types.NamespacedName]
 }
 
-// Start gives the hub the context its loops run in; they stop with it.
-func (h *Hub) Start(ctx context.Context) {
+// Start gives the hub the context its loops run in (they stop with it) and
+// the function it calls with the presets whose sources changed, which must
+// not block (the controller adds them to its work queue).
+func (h *Hub) Start(ctx context.Context, notify func(presets []types.NamespacedName)) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.ctx = ctx
-	if h.watches == nil {
-		h.watches = map[string]*watch{}
-		h.wants = map[types.NamespacedName]sets.Set[string]{}
-	}
-}
-
-// Running says whether Start has been called: Want needs the context.
-func (h *Hub) Running() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.ctx != nil
+	h.ctx, h.notify = ctx, notify
+	h.watches = map[string]*watch{}
+	h.wants = map[types.NamespacedName]sets.Set[string]{}
 }
 
 // Want records that a preset reads these sources (and no others), starts
 // loops for new ones, stops loops nobody reads any more, and returns the
-// current snapshots by source ID.
+// current snapshots by source ID. Before Start, it reads nothing and
+// returns no snapshot.
 func (h *Hub) Want(preset types.NamespacedName, srcs []presets.Source) map[string]Snapshot {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.ctx == nil {
+		return map[string]Snapshot{}
+	}
+	defer h.countWatches()
 	ids := sets.New[string]()
 	out := make(map[string]Snapshot, len(srcs))
 	for _, s := range srcs {
@@ -134,6 +132,25 @@ func (h *Hub) Watches() int {
 	return len(h.watches)
 }
 
+// countWatches sets the podpreset_source_watches gauge; h.mu is held.
+func (h *Hub) countWatches() {
+	n := map[string]int{"consul": 0, "vault": 0}
+	for _, w := range h.watches {
+		n[metricSource(w.src.Kind)]++
+	}
+	for k, v := range n {
+		sourceWatches.WithLabelValues(k).Set(float64(v))
+	}
+}
+
+// metricSource is the source label of a source's metrics.
+func metricSource(k presets.SourceKind) string {
+	if k == presets.SourceConsulKey || k == presets.SourceConsulPrefix {
+		return "consul"
+	}
+	return "vault"
+}
+
 // update stores the outcome of a read and notifies the readers when the
 // values or the error state changed.
 func (h *Hub) update(w *watch, next Snapshot, err error) {
@@ -154,6 +171,7 @@ func (h *Hub) update(w *watch, next Snapshot, err error) {
 		(prev.Err != nil && next.Err != nil && prev.Err.Error() != next.Err.Error()) ||
 		(err == nil && (!prev.Has || prev.Version != next.Version || prev.Exists != next.Exists || !sameData(prev.Data, next.Data)))
 	users := w.users.UnsortedList()
+	notify := h.notify
 	h.mu.Unlock()
 	result := "unchanged"
 	switch {
@@ -162,16 +180,12 @@ func (h *Hub) update(w *watch, next Snapshot, err error) {
 	case changed:
 		result = "changed"
 	}
-	kind := "consul"
-	if w.src.Kind == presets.SourceVault {
-		kind = "vault"
-	}
-	sourceReads.WithLabelValues(kind, result).Inc()
+	sourceReads.WithLabelValues(metricSource(w.src.Kind), result).Inc()
 	if changed && h.Log.GetSink() != nil {
 		h.Log.V(1).Info("source changed", "source", w.src.ID(), "version", next.Version, "error", errString(next.Err), "presets", len(users))
 	}
-	if changed && h.Notify != nil {
-		h.Notify(users)
+	if changed && notify != nil {
+		notify(users)
 	}
 }
 
@@ -238,6 +252,9 @@ func (h *Hub) loop(ctx context.Context, w *watch) {
 // read reads a source once: a Consul key or prefix with a blocking query
 // on index, or a Vault secret.
 func (h *Hub) read(ctx context.Context, src presets.Source, index uint64) (Snapshot, uint64, error) {
+	if err := validSourcePath(src); err != nil {
+		return Snapshot{}, 0, err // the last line of defence: no request at all
+	}
 	consul := src.Kind == presets.SourceConsulKey || src.Kind == presets.SourceConsulPrefix
 	if consul && h.Consul == nil || src.Kind == presets.SourceVault && h.Vault == nil {
 		return Snapshot{}, 0, fmt.Errorf("%s: not configured in --sources-config", src.ID())
@@ -256,7 +273,9 @@ func (h *Hub) read(ctx context.Context, src presets.Source, index uint64) (Snaps
 		}
 		snap := Snapshot{Exists: true, Data: make(map[string][]byte, len(kvs)), Version: strconv.FormatUint(next, 10)}
 		for _, kv := range kvs {
-			if rel := strings.TrimPrefix(kv.Key, src.Path); rel != "" && !strings.HasSuffix(rel, "/") {
+			// A key outside the prefix is never taken, whatever the
+			// server answered.
+			if rel, ok := strings.CutPrefix(kv.Key, src.Path); ok && rel != "" && !strings.HasSuffix(rel, "/") {
 				snap.Data[rel] = kv.Value
 			}
 		}

@@ -10,6 +10,10 @@ var (
 		Name: "podpreset_source_reads_total",
 		Help: "Reads of Consul keys and prefixes and Vault secrets, by source (consul, vault) and result (changed, unchanged, error).",
 	}, []string{"source", "result"})
+	sourceWatches = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "podpreset_source_watches",
+		Help: "Consul blocking queries and Vault refresh loops that run, one per distinct source that some preset reads, by source (consul, vault).",
+	}, []string{"source"})
 	objectWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "podpreset_materialised_writes_total",
 		Help: "ConfigMaps and Secrets the sources controller created, updated (content changed or repaired) or deleted.",
@@ -29,5 +33,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(sourceReads, objectWrites, vaultLogins, vaultRenewals, certificatesIssued)
+	metrics.Registry.MustRegister(sourceReads, sourceWatches, objectWrites, vaultLogins, vaultRenewals, certificatesIssued)
 }

@@ -4,7 +4,6 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
 var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
@@ -14,7 +13,7 @@ var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 // ...). Empty means the request is a pod creation. Pod-level reasons (mirror
 // pods, opt-out annotations) and namespace-level ones are decided once the
 // pod is decoded, by presets.Skip and presets.SkipNamespace.
-func Guard(req admission.Request) string {
+func Guard(req *Request[corev1.Pod]) string {
 	switch {
 	case req.Resource != podResource:
 		return "not a pod: " + req.Resource.Resource
@@ -22,7 +21,7 @@ func Guard(req admission.Request) string {
 		return "pod subresource " + req.SubResource
 	case req.Operation != admissionv1.Create:
 		return "not a CREATE: " + string(req.Operation)
-	case len(req.Object.Raw) == 0:
+	case req.Object == nil:
 		return "no object in the request"
 	}
 	return ""

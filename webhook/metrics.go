@@ -32,13 +32,28 @@ var (
 		Name: "podpreset_presets_cached",
 		Help: "PodPresets and ClusterPodPresets compiled in the webhook's index.",
 	})
+	presetsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podpreset_presets_refused_total",
+		Help: "Presets that matched a pod but were not applied to it, by reason: Invalid, SourceForbidden (tenancy) or PolicyViolation.",
+	}, []string{"reason"})
+	entriesOmitted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "podpreset_entries_omitted_total",
+		Help: "Entries left out of pods because the ConfigMap or Secret they refer to is not their preset's.",
+	})
+	admissionThrottled = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "podpreset_admission_throttled_total",
+		Help: "Admission requests answered 429 because too many (or too many bytes of them) were in flight.",
+	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(admissionTotal, conflictsTotal, presetsAppliedTotal, presetsCached)
+	metrics.Registry.MustRegister(admissionTotal, conflictsTotal, presetsAppliedTotal, presetsCached, presetsRefused, entriesOmitted, admissionThrottled)
 	// Start every series at zero, so that rates work from the first request.
 	for _, r := range []string{ResultInjected, ResultUnchanged, ResultSkipped, ResultError} {
 		admissionTotal.WithLabelValues(r)
+	}
+	for _, r := range []string{"Invalid", "SourceForbidden", "PolicyViolation"} {
+		presetsRefused.WithLabelValues(r)
 	}
 }
 
@@ -49,4 +64,8 @@ func countResult(res presets.Result) {
 	for _, r := range res.Applied {
 		presetsAppliedTotal.WithLabelValues(r.Kind).Inc()
 	}
+	for _, r := range res.Refused {
+		presetsRefused.WithLabelValues(r.Reason).Inc()
+	}
+	entriesOmitted.Add(float64(len(res.Omitted)))
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"unicode/utf8"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -13,7 +11,6 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/podpreset/podpreset/presets"
 	"github.com/podpreset/podpreset/presets/patch"
@@ -25,73 +22,61 @@ type PodMutator struct {
 	Presets *Store
 	// Namespaces reads namespaces, from the manager's cache.
 	Namespaces client.Reader
-	// Decoder decodes pods from requests.
-	Decoder admission.Decoder
 	// OwnNamespace is the webhook's namespace, whose pods are left alone.
 	OwnNamespace string
 }
 
-var _ admission.Handler = (*PodMutator)(nil)
+var _ Handler[corev1.Pod] = (*PodMutator)(nil)
 
 // maxWarningValue is how much of a kept or dropped value a warning shows;
 // the API server may truncate warnings over 256 characters.
 const maxWarningValue = 60
 
 // Handle mutates a pod creation request.
-func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admission.Response {
+func (m *PodMutator) Handle(ctx context.Context, req *Request[corev1.Pod]) (*admissionv1.AdmissionResponse, error) {
 	if reason := Guard(req); reason != "" {
 		admissionTotal.WithLabelValues(ResultSkipped).Inc()
-		return admission.Allowed(reason)
+		return allowed(reason), nil
 	}
 	if req.Namespace == m.OwnNamespace && m.OwnNamespace != "" {
 		admissionTotal.WithLabelValues(ResultSkipped).Inc()
-		return admission.Allowed("the webhook's own namespace")
+		return allowed("the webhook's own namespace"), nil
 	}
 	log := logf.FromContext(ctx)
-	pod := &corev1.Pod{}
-	if err := m.Decoder.DecodeRaw(req.Object, pod); err != nil {
-		admissionTotal.WithLabelValues(ResultError).Inc()
-		log.Error(err, "decoding pod", "namespace", req.Namespace)
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding pod: %w", err))
-	}
+	pod := req.Object
 	ns, err := m.namespace(ctx, req.Namespace)
 	if err != nil {
 		admissionTotal.WithLabelValues(ResultError).Inc()
 		log.Error(err, "reading namespace", "pod", klog.KRef(req.Namespace, podName(pod)))
-		return admission.Errored(http.StatusInternalServerError, err)
+		return nil, err
 	}
 
 	res := presets.Apply(pod, ns, m.Presets.Set())
 	countResult(res)
-	warnings := make([]string, 0, len(res.Conflicts))
-	for _, c := range res.Conflicts {
-		warnings = append(warnings, warning(c))
-	}
+	warnings := warnings(res)
 	switch {
 	case res.Skipped != "":
 		admissionTotal.WithLabelValues(ResultSkipped).Inc()
 		log.V(1).Info("pod left alone", "pod", klog.KRef(req.Namespace, podName(pod)), "reason", string(res.Skipped))
-		return admission.Allowed(string(res.Skipped))
+		return allowed(string(res.Skipped)), nil
 	case !res.Changed:
 		admissionTotal.WithLabelValues(ResultUnchanged).Inc()
-		resp := admission.Allowed("")
+		resp := allowed("")
 		resp.Warnings = warnings
-		return resp
+		return resp, nil
 	}
 	ops, err := patch.Pod(pod, res.Pod, "")
 	if err != nil {
 		admissionTotal.WithLabelValues(ResultError).Inc()
-		return admission.Errored(http.StatusInternalServerError, err)
+		return nil, err
 	}
-	// Encoded here in one go: controller-runtime would encode each
-	// operation on its own.
 	encoded, err := json.Marshal(ops)
 	if err != nil {
 		admissionTotal.WithLabelValues(ResultError).Inc()
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the patch: %w", err))
+		return nil, fmt.Errorf("encoding the patch: %w", err)
 	}
 	pt := admissionv1.PatchTypeJSONPatch
-	resp := admission.Allowed("")
+	resp := allowed("")
 	resp.Patch, resp.PatchType = encoded, &pt
 	resp.Warnings = warnings
 	admissionTotal.WithLabelValues(ResultInjected).Inc()
@@ -106,7 +91,27 @@ func (m *PodMutator) Handle(ctx context.Context, req admission.Request) admissio
 		}
 		log.V(1).Info("presets applied", "pod", klog.KRef(req.Namespace, podName(pod)), "applied", applied, "conflicts", fields)
 	}
-	return resp
+	return resp, nil
+}
+
+// warnings renders what a pod did not get, for kubectl: every conflict
+// (values shortened), every preset refused, every entry left out.
+func warnings(res presets.Result) []string {
+	n := len(res.Conflicts) + len(res.Refused) + len(res.Omitted)
+	if n == 0 {
+		return nil
+	}
+	out := make([]string, 0, n)
+	for _, c := range res.Conflicts {
+		out = append(out, "podpreset: "+c.Render(maxWarningValue))
+	}
+	for _, r := range res.Refused {
+		out = append(out, "podpreset: "+presets.Shorten(r.String(), 2*maxWarningValue+100))
+	}
+	for _, o := range res.Omitted {
+		out = append(out, "podpreset: "+o.String())
+	}
+	return out
 }
 
 // namespace reads the namespace's labels from the cache. A namespace the
@@ -121,25 +126,4 @@ func (m *PodMutator) namespace(ctx context.Context, name string) (presets.Namesp
 		return presets.Namespace{}, fmt.Errorf("reading namespace %s: %w", name, err)
 	}
 	return presets.Namespace{Name: name, Labels: ns.Labels}, nil
-}
-
-// warning renders a conflict for kubectl, values shortened.
-func warning(c presets.Conflict) string {
-	from := "the pod's own"
-	if c.KeptFrom != presets.KeptFromPod {
-		from = c.KeptFrom
-	}
-	return fmt.Sprintf("podpreset: %s: %s: kept %s (%s), dropped %s",
-		c.Preset, c.Field, shorten(c.Kept), from, shorten(c.Dropped))
-}
-
-func shorten(s string) string {
-	if len(s) <= maxWarningValue {
-		return s
-	}
-	cut := maxWarningValue
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }

@@ -2,87 +2,69 @@ package webhook
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/podpreset/podpreset/presets"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
 // PresetValidator checks PodPresets and ClusterPodPresets on create and
-// update, for what CEL in the CRD cannot say: selectors that parse, env var
-// names Kubernetes accepts, exactly one source per entry, and the same checks
-// the CLI runs (presets.Validate*), and the tenancy of Consul and Vault
-// sources. A denial is an Invalid status naming each
-// field; advice that is not an error comes back as warnings.
+// update, for what CEL in the CRD cannot say: presets.Load's validation
+// (selectors that parse, env var names Kubernetes accepts, exactly one
+// source per entry, paths that cannot escape their folder), and its
+// checks: the tenancy of Consul and Vault sources and the preset policy. A
+// denial is an Invalid status naming each field and the rule; advice that is
+// not an error comes back as warnings.
 type PresetValidator struct {
-	Decoder admission.Decoder
-	// Sources checks the Consul keys and Vault paths a preset reads
-	// against the tenancy configuration; nil skips that check.
-	Sources SourcePolicy
+	// Checks returns the checks a preset must pass now (the tenancy of the
+	// sources configuration, the preset policy as the cache has it).
+	Checks func() []presets.Check
 }
 
-// SourcePolicy says which Consul keys and Vault paths a preset may read
-// (sources.Tenancy). namespace is a PodPreset's namespace, empty for a
-// ClusterPodPreset.
-type SourcePolicy interface {
-	Check(namespace string, spec *v1alpha1.PodPresetSpec) field.ErrorList
-}
-
-var _ admission.Handler = (*PresetValidator)(nil)
+var _ Handler[json.RawMessage] = (*PresetValidator)(nil)
 
 // Handle validates a preset.
-func (v *PresetValidator) Handle(_ context.Context, req admission.Request) admission.Response {
+func (v *PresetValidator) Handle(_ context.Context, req *Request[json.RawMessage]) (*admissionv1.AdmissionResponse, error) {
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
-		return admission.Allowed("")
+		return allowed(""), nil
 	}
-	var (
-		errs     field.ErrorList
-		spec     *v1alpha1.PodPresetSpec
-		kind     = req.Kind.Kind
-		compiled error
-	)
-	switch kind {
+	var obj v1alpha1.Object
+	switch req.Kind.Kind {
 	case v1alpha1.KindPodPreset:
-		pp := &v1alpha1.PodPreset{}
-		if err := v.Decoder.DecodeRaw(req.Object, pp); err != nil {
-			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding PodPreset: %w", err))
-		}
-		errs, spec = presets.ValidatePodPreset(pp), &pp.Spec
-		_, compiled = presets.CompilePodPreset(pp)
-		if v.Sources != nil {
-			errs = append(errs, v.Sources.Check(req.Namespace, spec)...)
-		}
+		obj = &v1alpha1.PodPreset{}
 	case v1alpha1.KindClusterPodPreset:
-		cpp := &v1alpha1.ClusterPodPreset{}
-		if err := v.Decoder.DecodeRaw(req.Object, cpp); err != nil {
-			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding ClusterPodPreset: %w", err))
-		}
-		errs, spec = presets.ValidateClusterPodPreset(cpp), &cpp.Spec.PodPresetSpec
-		_, compiled = presets.CompileClusterPodPreset(cpp)
-		if v.Sources != nil {
-			errs = append(errs, v.Sources.Check("", spec)...)
-		}
+		obj = &v1alpha1.ClusterPodPreset{}
 	default:
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("unexpected kind %s", req.Kind))
+		return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, fmt.Sprintf("unexpected kind %s", req.Kind.Kind)), nil
 	}
-	if len(errs) == 0 && compiled != nil {
-		// Validate checks the selectors; this is a safety net.
-		errs = append(errs, field.Invalid(field.NewPath("spec"), "", compiled.Error()))
+	if req.Object == nil {
+		return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, "no object in the request"), nil
 	}
-	if len(errs) > 0 {
-		st := apierrors.NewInvalid(v1alpha1.GroupVersion.WithKind(kind).GroupKind(), req.Name, errs)
-		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{
-			Allowed: false,
-			Result:  &st.ErrStatus,
-		}}
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(*req.Object, obj); err != nil {
+		return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, fmt.Sprintf("decoding the %s: %v", req.Kind.Kind, err)), nil
 	}
-	resp := admission.Allowed("")
-	resp.Warnings = presets.Advise(spec, field.NewPath("spec"))
-	return resp
+	var checks []presets.Check
+	if v.Checks != nil {
+		checks = v.Checks()
+	}
+	if _, errs := presets.Load(obj, checks...); len(errs) > 0 {
+		st := apierrors.NewInvalid(v1alpha1.GroupVersion.WithKind(req.Kind.Kind).GroupKind(), req.Name, errs)
+		return &admissionv1.AdmissionResponse{Allowed: false, Result: &st.ErrStatus}, nil
+	}
+	resp := allowed("")
+	resp.Warnings = presets.Advise(obj.PresetSpec(), field.NewPath("spec"))
+	return resp, nil
+}
+
+// denied refuses a request, saying why.
+func denied(code int32, reason metav1.StatusReason, msg string) *admissionv1.AdmissionResponse {
+	return &admissionv1.AdmissionResponse{Result: &metav1.Status{Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg}}
 }

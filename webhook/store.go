@@ -3,9 +3,13 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -13,64 +17,136 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/policy"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
-// Store holds the compiled presets the pod mutator reads. Informer events
-// compile one preset each and mark the store dirty; one goroutine rebuilds
-// the index from all compiled presets and publishes it atomically, so a
-// burst of events (the initial list of thousands of presets) costs a few
-// rebuilds, and admission reads the current index without a lock.
+// Key names a preset in the store: its kind, namespace (empty for a
+// ClusterPodPreset) and name.
+type Key struct {
+	Kind string
+	types.NamespacedName
+}
+
+// Store holds the presets the pod mutator reads, each loaded with
+// presets.Load: validated, compiled, and checked against the tenancy of
+// its sources and the PodPresetPolicies. A preset that fails a check stays
+// in the index, refused, so that the mutator can say why a pod did not get
+// it; one that does not compile is dropped.
+//
+// Informer events load one preset each and mark the store dirty; one
+// goroutine rebuilds the index from all loaded presets and publishes it
+// atomically, so a burst of events (the initial list of thousands of
+// presets) costs a few rebuilds, and admission reads the current index
+// without a lock. A change of policy loads every preset again; a change of
+// a namespace's labels, that namespace's PodPresets (policies select
+// namespaces by label). The loop is a debounce, not a work queue: loading
+// is pure and cannot fail for a reason that retrying would cure.
 type Store struct {
+	// Tenancy is the sources' tenancy check; nil checks none.
+	Tenancy  presets.Check
 	mu       sync.Mutex
-	compiled map[string]*presets.Preset // kind/namespace/name
+	compiled map[Key]*presets.Preset
 	dirty    chan struct{}
 	set      atomic.Pointer[presets.Set]
+	policies atomic.Pointer[policy.Set]
 	ready    atomic.Bool
+	cache    cache.Cache
+	// onChange is called with every preset the index loaded or dropped
+	// (the status controller reports the verdict); it must not block.
+	onChange atomic.Pointer[func(Key)]
+}
+
+// setOnChange sets (or with nil, clears) the function called with every
+// preset the index loads or drops.
+func (s *Store) setOnChange(f func(Key)) {
+	if f == nil {
+		s.onChange.Store(nil)
+		return
+	}
+	s.onChange.Store(&f)
 }
 
 // NewStore returns an empty store; Set returns an empty set until Run has
 // built the first index.
 func NewStore() *Store {
-	s := &Store{compiled: map[string]*presets.Preset{}, dirty: make(chan struct{}, 1)}
+	s := &Store{compiled: map[Key]*presets.Preset{}, dirty: make(chan struct{}, 1)}
 	s.set.Store(presets.NewSet())
+	s.policies.Store(&policy.Set{})
 	return s
 }
 
 // Set returns the current index.
 func (s *Store) Set() *presets.Set { return s.set.Load() }
 
+// Get returns the loaded preset, or nil.
+func (s *Store) Get(k Key) *presets.Preset {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.compiled[k]
+}
+
 // Ready says whether the store holds every preset the informers had listed
 // when it started.
 func (s *Store) Ready() bool { return s.ready.Load() }
 
-func storeKey(kind, namespace, name string) string { return kind + "/" + namespace + "/" + name }
+// Checks returns what a preset must pass now: the tenancy, and the
+// policies as the store holds them.
+func (s *Store) Checks() []presets.Check {
+	checks := []presets.Check{&policy.Checker{Policies: s.policies.Load(), Namespaces: s.namespaceLabels}}
+	if s.Tenancy != nil {
+		checks = append(checks, s.Tenancy)
+	}
+	return checks
+}
 
-// Put adds or replaces a compiled preset.
-func (s *Store) Put(p *presets.Preset) {
-	r := p.Ref()
+// namespaceLabels reads a namespace's labels from the cache; nil when the
+// cache does not have it.
+func (s *Store) namespaceLabels(name string) map[string]string {
+	if s.cache == nil {
+		return nil
+	}
+	var ns corev1.Namespace
+	if err := s.cache.Get(context.Background(), client.ObjectKey{Name: name}, &ns); err != nil {
+		return nil
+	}
+	return ns.Labels
+}
+
+// Load loads a preset into the store, or drops it when it does not compile.
+func (s *Store) Load(obj v1alpha1.Object) (*presets.Preset, error) {
+	k := Key{Kind: obj.PresetKind(), NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}}
+	p, errs := presets.Load(obj, s.Checks()...)
+	if p == nil {
+		s.Delete(k)
+		return nil, errs.ToAggregate()
+	}
 	s.mu.Lock()
-	s.compiled[storeKey(r.Kind, r.Namespace, r.Name)] = p
+	s.compiled[k] = p
 	s.mu.Unlock()
-	s.markDirty()
+	s.markDirty(k)
+	return p, nil
 }
 
 // Delete removes a preset.
-func (s *Store) Delete(kind, namespace, name string) {
+func (s *Store) Delete(k Key) {
 	s.mu.Lock()
-	delete(s.compiled, storeKey(kind, namespace, name))
+	delete(s.compiled, k)
 	s.mu.Unlock()
-	s.markDirty()
+	s.markDirty(k)
 }
 
-func (s *Store) markDirty() {
+func (s *Store) markDirty(k Key) {
 	select {
 	case s.dirty <- struct{}{}:
 	default: // a rebuild is already due
 	}
+	if f := s.onChange.Load(); f != nil {
+		(*f)(k)
+	}
 }
 
-// rebuild indexes every compiled preset and publishes the new index.
+// rebuild indexes every loaded preset and publishes the new index.
 func (s *Store) rebuild() {
 	s.mu.Lock()
 	all := make([]*presets.Preset, 0, len(s.compiled))
@@ -94,30 +170,32 @@ func (s *Store) Run(ctx context.Context) {
 	}
 }
 
-// Watch registers event handlers on the cache's PodPreset and
-// ClusterPodPreset informers, waits for them to sync, builds the first
-// index and marks the store ready. Call Run too.
+// Watch registers event handlers on the cache's PodPreset,
+// ClusterPodPreset, PodPresetPolicy and Namespace informers, waits for them
+// to sync, builds the first index and marks the store ready. Call Run too.
 func (s *Store) Watch(ctx context.Context, c cache.Cache) error {
+	s.cache = c
 	log := logf.FromContext(ctx).WithName("presets")
+	load := func(obj v1alpha1.Object) {
+		if _, err := s.Load(obj); err != nil {
+			log.Error(err, "preset does not compile; it is not applied", "kind", obj.PresetKind(), "preset", klog.KObj(obj))
+		}
+	}
 	handle := func(obj any, deleted bool) {
 		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 			obj, deleted = d.Obj, true
 		}
 		switch o := obj.(type) {
-		case *v1alpha1.PodPreset:
+		case v1alpha1.Object:
 			if deleted {
-				s.Delete(v1alpha1.KindPodPreset, o.Namespace, o.Name)
-				return
+				s.Delete(Key{Kind: o.PresetKind(), NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}})
+			} else {
+				load(o)
 			}
-			p, err := presets.CompilePodPreset(o)
-			s.putOrDrop(log, p, err, v1alpha1.KindPodPreset, o)
-		case *v1alpha1.ClusterPodPreset:
-			if deleted {
-				s.Delete(v1alpha1.KindClusterPodPreset, "", o.Name)
-				return
-			}
-			p, err := presets.CompileClusterPodPreset(o)
-			s.putOrDrop(log, p, err, v1alpha1.KindClusterPodPreset, o)
+		case *v1alpha1.PodPresetPolicy:
+			s.reloadPolicies(ctx, log)
+		case *corev1.Namespace:
+			s.reloadNamespace(ctx, o.Name, log)
 		}
 	}
 	handlers := toolscache.ResourceEventHandlerFuncs{
@@ -125,37 +203,84 @@ func (s *Store) Watch(ctx context.Context, c cache.Cache) error {
 		UpdateFunc: func(_, obj any) { handle(obj, false) },
 		DeleteFunc: func(obj any) { handle(obj, true) },
 	}
+	nsHandlers := toolscache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(old, obj any) {
+			o, n := old.(*corev1.Namespace), obj.(*corev1.Namespace)
+			if o != nil && n != nil && !maps.Equal(o.Labels, n.Labels) {
+				handle(obj, false)
+			}
+		},
+	}
+	// Policies first: the presets listed next are loaded against them.
 	var synced []toolscache.InformerSynced
-	for _, obj := range []client.Object{&v1alpha1.PodPreset{}, &v1alpha1.ClusterPodPreset{}} {
-		inf, err := c.GetInformer(ctx, obj)
+	for _, w := range []struct {
+		obj client.Object
+		h   toolscache.ResourceEventHandler
+	}{{&v1alpha1.PodPresetPolicy{}, handlers}, {&corev1.Namespace{}, nsHandlers}, {&v1alpha1.PodPreset{}, handlers}, {&v1alpha1.ClusterPodPreset{}, handlers}} {
+		inf, err := c.GetInformer(ctx, w.obj)
 		if err != nil {
-			return fmt.Errorf("getting the informer for %T: %w", obj, err)
+			return fmt.Errorf("getting the informer for %T: %w", w.obj, err)
 		}
-		reg, err := inf.AddEventHandler(handlers)
+		reg, err := inf.AddEventHandler(w.h)
 		if err != nil {
-			return fmt.Errorf("watching %T: %w", obj, err)
+			return fmt.Errorf("watching %T: %w", w.obj, err)
 		}
 		synced = append(synced, reg.HasSynced)
+		if !toolscache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
+			return fmt.Errorf("waiting for the %T informer to sync: %w", w.obj, ctx.Err())
+		}
 	}
-	if !toolscache.WaitForCacheSync(ctx.Done(), synced...) {
-		return fmt.Errorf("waiting for the preset informers to sync: %w", ctx.Err())
-	}
+	// The policies may have changed while presets were listed.
+	s.reloadPolicies(ctx, log)
 	s.rebuild()
 	s.ready.Store(true)
-	log.Info("preset index ready", "presets", s.Set().Len())
+	log.Info("preset index ready", "presets", s.Set().Len(), "policies", s.policies.Load().Len())
 	return nil
 }
 
-// putOrDrop stores a compiled preset, or drops a preset that does not
-// compile (the validating webhook keeps such presets out; one created while
-// it was down must not keep its old version in force).
-func (s *Store) putOrDrop(log interface {
-	Error(error, string, ...any)
-}, p *presets.Preset, err error, kind string, obj client.Object) {
-	if err != nil {
-		log.Error(err, "preset does not compile; it is not applied", "kind", kind, "preset", klog.KObj(obj))
-		s.Delete(kind, obj.GetNamespace(), obj.GetName())
+// reloadPolicies compiles the policies the cache holds and loads every
+// preset again against them.
+func (s *Store) reloadPolicies(ctx context.Context, log logr.Logger) {
+	var list v1alpha1.PodPresetPolicyList
+	if err := s.cache.List(ctx, &list); err != nil {
+		log.Error(err, "listing PodPresetPolicies; the previous ones stay in force")
 		return
 	}
-	s.Put(p)
+	set, err := policy.NewSet(list.Items...)
+	if err != nil {
+		log.Error(err, "a PodPresetPolicy selects no namespace")
+	}
+	s.policies.Store(set)
+	s.reload(ctx, log, "")
+}
+
+// reloadNamespace loads a namespace's PodPresets again.
+func (s *Store) reloadNamespace(ctx context.Context, ns string, log logr.Logger) {
+	s.reload(ctx, log, ns)
+}
+
+// reload loads the presets the cache holds again: the PodPresets of
+// namespace ns, or when ns is empty, every preset.
+func (s *Store) reload(ctx context.Context, log logr.Logger, ns string) {
+	var pps v1alpha1.PodPresetList
+	if err := s.cache.List(ctx, &pps, client.InNamespace(ns)); err != nil {
+		log.Error(err, "listing PodPresets to check them again")
+	}
+	for i := range pps.Items {
+		if _, err := s.Load(&pps.Items[i]); err != nil {
+			log.Error(err, "preset does not compile; it is not applied", "kind", v1alpha1.KindPodPreset, "preset", klog.KObj(&pps.Items[i]))
+		}
+	}
+	if ns != "" {
+		return
+	}
+	var cpps v1alpha1.ClusterPodPresetList
+	if err := s.cache.List(ctx, &cpps); err != nil {
+		log.Error(err, "listing ClusterPodPresets to check them again")
+	}
+	for i := range cpps.Items {
+		if _, err := s.Load(&cpps.Items[i]); err != nil {
+			log.Error(err, "preset does not compile; it is not applied", "kind", v1alpha1.KindClusterPodPreset, "preset", klog.KObj(&cpps.Items[i]))
+		}
+	}
 }

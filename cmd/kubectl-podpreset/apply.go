@@ -23,6 +23,7 @@ import (
 
 	"github.com/podpreset/podpreset/presets"
 	"github.com/podpreset/podpreset/presets/patch"
+	"github.com/podpreset/podpreset/presets/policy"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
@@ -31,6 +32,7 @@ var legacyPodPreset = schema.GroupVersionKind{Group: "settings.k8s.io", Version:
 
 type applyOptions struct {
 	files           resource.FilenameOptions
+	policies        []string
 	namespace       string
 	namespaceLabels map[string]string
 	output          string
@@ -43,7 +45,7 @@ func newApplyCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|- [-f ...]",
 		Short: "Show what the webhook does to workloads, without a cluster",
-		Long: `Reads PodPresets, ClusterPodPresets, Namespaces and workloads (Pod, Deployment,
+		Long: `Reads PodPresets, ClusterPodPresets, PodPresetPolicies, Namespaces and workloads (Pod, Deployment,
 StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, ReplicationController,
 PodTemplate), applies the presets to each workload's pod exactly as the
 webhook would, and prints the workloads in input order. Presets and Namespaces
@@ -53,7 +55,10 @@ A workload's namespace is its metadata.namespace, else --namespace, else
 "default". A namespace's labels come from a Namespace object in the input,
 else from --namespace-labels. Conflicts are printed to stderr as warnings.
 A preset without metadata.generation is taken at generation 1, as the API
-server would create it.`,
+server would create it. Presets are checked against the PodPresetPolicies
+of the input and of --policy, as the webhook checks them; where none selects
+a namespace, the defaults apply (no hostPath, no injected init container,
+no LD_PRELOAD or *_PROXY, ...). A preset that breaks a policy is an error.`,
 		Example: `  # What would the presets in presets/ do to this Deployment?
   kubectl podpreset apply -f presets/ -f deploy.yaml
 
@@ -69,6 +74,7 @@ server would create it.`,
 	f.StringToStringVar(&o.namespaceLabels, "namespace-labels", nil, "labels of namespaces the input has no Namespace object for, as k=v,k2=v2")
 	f.StringVarP(&o.output, "output", "o", "yaml", "output format: yaml or json")
 	f.BoolVar(&o.failOnConflict, "fail-on-conflict", false, "exit 2 when any preset value was dropped in a conflict")
+	f.StringSliceVar(&o.policies, "policy", nil, "file or directory of PodPresetPolicies to check presets against, as the webhook does (repeatable; they may also be in -f input); without any, the defaults apply")
 	return cmd
 }
 
@@ -91,6 +97,17 @@ func (o *applyOptions) run() error {
 	// Every document that could be read is checked, so that one run
 	// reports every problem.
 	docs, readErrs := readDocuments(&o.files, o.streams.In)
+	if len(o.policies) > 0 {
+		pdocs, perrs := readDocuments(&resource.FilenameOptions{Filenames: o.policies, Recursive: o.files.Recursive}, o.streams.In)
+		readErrs = append(readErrs, perrs...)
+		for _, d := range pdocs {
+			if d.gvk != v1alpha1.GroupVersion.WithKind(v1alpha1.KindPodPresetPolicy) {
+				readErrs = append(readErrs, &docError{d, fmt.Errorf("--policy reads PodPresetPolicies only, not %s", d.gvk.Kind)})
+				continue
+			}
+			docs = append(docs, d)
+		}
+	}
 	in, errs := o.classify(docs)
 	if errs = append(readErrs, errs...); len(errs) > 0 {
 		return o.fail(errs)
@@ -119,58 +136,52 @@ type input struct {
 
 var decoder = serializer.NewCodecFactory(clientscheme.Scheme).UniversalDeserializer()
 
-// classify sorts documents into presets, namespaces and objects to print,
-// checking every preset as the API server and the webhook would.
+// classify sorts documents into presets, policies, namespaces and objects
+// to print, then loads every preset as the API server and the webhook
+// would: validated, and checked against the PodPresetPolicies of the input
+// and of --policy (the defaults where none selects its namespace).
 func (o *applyOptions) classify(docs []*document) (*input, []error) {
 	in := &input{namespaces: map[string]map[string]string{}, objects: map[*document]runtime.Object{}}
 	var errs []error
-	addPreset := func(d *document, p *presets.Preset, err error) {
-		if err != nil {
-			errs = append(errs, &docError{d, err})
-			return
-		}
-		in.presets = append(in.presets, p)
+	type loadable struct {
+		doc *document
+		obj v1alpha1.Object
 	}
+	var loads []loadable
+	var policies []v1alpha1.PodPresetPolicy
 	for _, d := range docs {
 		switch {
 		case d.gvk == v1alpha1.GroupVersion.WithKind(v1alpha1.KindPodPreset) || d.gvk == legacyPodPreset:
 			if d.gvk == legacyPodPreset {
 				fmt.Fprintf(o.streams.ErrOut, "Warning: %s: settings.k8s.io/v1alpha1 is read as podpreset.dev/v1alpha1; run \"kubectl podpreset migrate\" to convert it\n", d.where())
 			}
-			var pp v1alpha1.PodPreset
-			if err := strictUnmarshal(d.raw, &pp); err != nil {
+			pp := &v1alpha1.PodPreset{}
+			if err := strictUnmarshal(d.raw, pp); err != nil {
 				errs = append(errs, &docError{d, err})
 				continue
 			}
 			if pp.Namespace == "" {
 				pp.Namespace = o.namespace
 			}
-			if pp.Generation == 0 {
-				pp.Generation = 1
-			}
-			if err := presets.ValidatePodPreset(&pp).ToAggregate(); err != nil {
-				errs = append(errs, &docError{d, err})
-				continue
-			}
-			o.advise(d, &pp.Spec)
-			p, err := presets.CompilePodPreset(&pp)
-			addPreset(d, p, err)
+			loads = append(loads, loadable{d, pp})
 		case d.gvk == v1alpha1.GroupVersion.WithKind(v1alpha1.KindClusterPodPreset):
-			var cpp v1alpha1.ClusterPodPreset
-			if err := strictUnmarshal(d.raw, &cpp); err != nil {
+			cpp := &v1alpha1.ClusterPodPreset{}
+			if err := strictUnmarshal(d.raw, cpp); err != nil {
 				errs = append(errs, &docError{d, err})
 				continue
 			}
-			if cpp.Generation == 0 {
-				cpp.Generation = 1
-			}
-			if err := presets.ValidateClusterPodPreset(&cpp).ToAggregate(); err != nil {
+			loads = append(loads, loadable{d, cpp})
+		case d.gvk == v1alpha1.GroupVersion.WithKind(v1alpha1.KindPodPresetPolicy):
+			var p v1alpha1.PodPresetPolicy
+			if err := strictUnmarshal(d.raw, &p); err != nil {
 				errs = append(errs, &docError{d, err})
 				continue
 			}
-			o.advise(d, &cpp.Spec.PodPresetSpec)
-			p, err := presets.CompileClusterPodPreset(&cpp)
-			addPreset(d, p, err)
+			if err := policy.Validate(&p).ToAggregate(); err != nil {
+				errs = append(errs, &docError{d, err})
+				continue
+			}
+			policies = append(policies, p)
 		case d.gvk == corev1.SchemeGroupVersion.WithKind("Namespace"):
 			var ns corev1.Namespace
 			if err := json.Unmarshal(d.raw, &ns); err != nil {
@@ -192,6 +203,23 @@ func (o *applyOptions) classify(docs []*document) (*input, []error) {
 				in.objects[d] = obj
 			}
 		}
+	}
+	set, err := policy.NewSet(policies...)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	checker := &policy.Checker{Policies: set, Namespaces: func(name string) map[string]string { return o.namespaceOf(in, name).Labels }}
+	for _, l := range loads {
+		if l.obj.GetGeneration() == 0 {
+			l.obj.SetGeneration(1)
+		}
+		p, lerrs := presets.Load(l.obj, checker)
+		if len(lerrs) > 0 {
+			errs = append(errs, &docError{l.doc, lerrs.ToAggregate()})
+			continue
+		}
+		o.advise(l.doc, l.obj.PresetSpec())
+		in.presets = append(in.presets, p)
 	}
 	return in, errs
 }

@@ -71,6 +71,11 @@ type Options struct {
 	// SourcesConfig is the Consul, Vault and tenancy configuration file;
 	// empty turns sources off (presets that read them are refused).
 	SourcesConfig string
+
+	// MaxInFlight and MaxInFlightBytes bound the admission requests served
+	// at once, in number and in request bytes; beyond them a request is
+	// answered 429 at once.
+	MaxInFlight, MaxInFlightBytes int64
 }
 
 // Roles.
@@ -105,6 +110,8 @@ func defaultOptions() Options {
 		Role:                   RoleAll,
 		KubeAPIQPS:             50,
 		KubeAPIBurst:           100,
+		MaxInFlight:            256,
+		MaxInFlightBytes:       24 << 20,
 	}
 }
 
@@ -127,6 +134,8 @@ func parseFlags(args []string) (Options, error) {
 	fs.StringVar(&o.Role, "role", o.Role, "all: the webhook, and the sources controller with --sources-config; webhook: the webhook only; sources: the sources controller only (a Deployment of its own, so that the webhook's service account needs no access to Secrets)")
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "requests per second to the API server (the sources controller writes a ConfigMap or Secret and a status per change)")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "burst of requests to the API server")
+	fs.Int64Var(&o.MaxInFlight, "max-inflight", o.MaxInFlight, "admission requests served at once; more are answered 429 at once")
+	fs.Int64Var(&o.MaxInFlightBytes, "max-inflight-bytes", o.MaxInFlightBytes, "bytes of admission request bodies held at once (a pod review is at most 4 MiB); more are answered 429 at once")
 	fs.StringVar(&o.Host, "host", "", "address the webhook server listens on (default all)")
 	fs.IntVar(&o.Port, "port", o.Port, "port the webhook server listens on")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, `address of /metrics; "0" turns it off`)
@@ -155,6 +164,9 @@ func (o *Options) Validate() error {
 	}
 	if o.KubeAPIQPS <= 0 || o.KubeAPIBurst <= 0 {
 		errs = append(errs, fmt.Errorf("--kube-api-qps %v, --kube-api-burst %d: must be positive", o.KubeAPIQPS, o.KubeAPIBurst))
+	}
+	if o.MaxInFlight < 1 || o.MaxInFlightBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("--max-inflight %d, --max-inflight-bytes %d: must be at least 1 and 1 MiB", o.MaxInFlight, o.MaxInFlightBytes))
 	}
 	if o.LogLevel < 0 {
 		errs = append(errs, fmt.Errorf("-v %d: must not be negative", o.LogLevel))

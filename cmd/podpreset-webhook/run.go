@@ -28,7 +28,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/podpreset/podpreset/certs"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
@@ -46,10 +45,14 @@ const (
 // What the sources controller needs more (ConfigMaps and Secrets in every
 // namespace, preset status) is in manifests/sources/rbac.yaml, installed
 // only with sources.
-// +kubebuilder:rbac:groups=podpreset.dev,resources=podpresets;clusterpodpresets,verbs=get;list;watch
+// The certificate Secret is the only one it may read, by name; create
+// cannot be limited to a name, and lets it read nothing.
+// +kubebuilder:rbac:groups=podpreset.dev,resources=podpresets;clusterpodpresets;podpresetpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=podpreset.dev,resources=podpresets/status;clusterpodpresets/status,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=system
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch,namespace=system
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;update;patch,namespace=system,resourceNames=podpreset-webhook-certs
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=create,namespace=system
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=system
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=update;patch,resourceNames=podpreset-webhook
@@ -136,7 +139,7 @@ func run(ctx context.Context, opts Options) error {
 	}
 	tenancy := sources.NewTenancy(srcCfg)
 	if ws != nil {
-		if err := ws.register(mgr, opts, scheme, tenancy); err != nil {
+		if err := ws.register(mgr, opts, tenancy); err != nil {
 			return err
 		}
 	} else if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
@@ -186,18 +189,23 @@ func newWebhookSetup(opts Options) (*webhookSetup, error) {
 
 // register adds the preset index, the handlers, the certificate runnables
 // and the readiness checks to the manager.
-func (ws *webhookSetup) register(mgr manager.Manager, opts Options, scheme *runtime.Scheme, tenancy *sources.Tenancy) error {
+func (ws *webhookSetup) register(mgr manager.Manager, opts Options, tenancy *sources.Tenancy) error {
 	// The manager runs the webhook server once it has been asked for it.
 	server := mgr.GetWebhookServer()
 	store := webhook.NewStore()
+	store.Tenancy = tenancy
 	if err := mgr.Add(storeRunnable{store: store, mgr: mgr}); err != nil {
 		return fmt.Errorf("adding the preset store: %w", err)
 	}
-	decoder := admission.NewDecoder(scheme)
-	server.Register(mutatePodsPath, webhook.WithHTTPErrors(&admission.Webhook{Handler: &webhook.PodMutator{
-		Presets: store, Namespaces: mgr.GetCache(), Decoder: decoder, OwnNamespace: opts.Namespace,
-	}}))
-	server.Register(validatePresetsPath, webhook.WithHTTPErrors(&admission.Webhook{Handler: &webhook.PresetValidator{Decoder: decoder, Sources: tenancy}}))
+	status := &webhook.StatusController{Client: mgr.GetClient(), Store: store}
+	if err := status.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the preset status controller: %w", err)
+	}
+	limiter := webhook.NewLimiter(opts.MaxInFlight, opts.MaxInFlightBytes)
+	server.Register(mutatePodsPath, webhook.Serve(&webhook.PodMutator{
+		Presets: store, Namespaces: mgr.GetCache(), OwnNamespace: opts.Namespace,
+	}, limiter, webhook.MaxPodReviewBytes))
+	server.Register(validatePresetsPath, webhook.Serve(&webhook.PresetValidator{Checks: store.Checks}, limiter, webhook.MaxPresetReviewBytes))
 
 	leaf := ws.loader.Leaf
 	switch opts.CertMode {

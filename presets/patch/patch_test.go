@@ -15,9 +15,9 @@ import (
 )
 
 func preset(spec v1alpha1.PodPresetSpec) *presets.Preset {
-	p, err := presets.CompilePodPreset(&v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default", Generation: 1}, Spec: spec})
-	if err != nil {
-		panic(err)
+	p, errs := presets.Load(&v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default", Generation: 1}, Spec: spec})
+	if len(errs) > 0 {
+		panic(errs.ToAggregate())
 	}
 	return p
 }
@@ -33,7 +33,7 @@ func TestPatchTurnsBeforeIntoAfter(t *testing.T) {
 		VolumeMounts:     []corev1.VolumeMount{{Name: "v", MountPath: "/v"}},
 		InitContainers:   []corev1.Container{{Name: "setup", Image: "busybox"}},
 		ImagePullSecrets: []corev1.LocalObjectReference{{Name: "reg"}},
-		Annotations:      map[string]string{"example.com/a~b": "1", "plain": "2"},
+		Annotations:      map[string]string{"example.com/a_b": "1", "plain": "2"},
 	}
 	cases := map[string]struct {
 		pod  string // JSON
@@ -63,7 +63,7 @@ func TestPatchTurnsBeforeIntoAfter(t *testing.T) {
 			if err := json.Unmarshal([]byte(tc.pod), &before); err != nil {
 				t.Fatal(err)
 			}
-			res := presets.Merge(&before, []*presets.Preset{preset(tc.spec)})
+			res := presets.Merge(&before, presets.Namespace{Name: "default"}, []*presets.Preset{preset(tc.spec)})
 			if !res.Changed {
 				t.Fatal("the engine changed nothing")
 			}
@@ -113,5 +113,16 @@ func TestPatchPrefix(t *testing.T) {
 	}
 	if len(ops) != 1 || ops[0].Path != "/spec/template/spec/containers/0/env" {
 		t.Errorf("ops %v", ops)
+	}
+}
+
+// TestEscape checks the JSON pointer encoding of map keys (RFC 6901): ~
+// first, then /, so that a key with both decodes back to itself.
+func TestEscape(t *testing.T) {
+	cases := map[string]string{"plain": "plain", "example.com/a": "example.com~1a", "a~b": "a~0b", "~/": "~0~1", "x~1": "x~01"}
+	for in, want := range cases {
+		if got := escape(in); got != want {
+			t.Errorf("escape(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

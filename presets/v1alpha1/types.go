@@ -120,14 +120,23 @@ type EnvVarSource struct {
 
 // ConsulKeySelector names one Consul KV key.
 type ConsulKeySelector struct {
-	// key is the full Consul KV key, such as apps/shop/db/host.
+	// key is the full Consul KV key, such as apps/shop/db/host: no leading
+	// or trailing /, no empty, . or .. segment, no %, ? or #.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.endsWith('/') && !self.contains('//') && !self.matches('(^|/)[.][.]?(/|$)') && !self.matches('[%?#]')",message="a Consul key must not start or end with /, have an empty, . or .. segment, or contain %, ? or #"
 	Key string `json:"key"`
 
 	// optional lets the pod start when the key does not exist; the
 	// variable is then unset.
 	// +optional
 	Optional *bool `json:"optional,omitempty"`
+
+	// secret materialises the value into the Secret podpreset-<preset>
+	// (the pod gets a secretKeyRef) instead of the ConfigMap of that name:
+	// for values that the built-in view role must not read.
+	// +optional
+	Secret *bool `json:"secret,omitempty"`
 }
 
 // VaultKeySelector names one field of a Vault KV secret.
@@ -135,6 +144,8 @@ type VaultKeySelector struct {
 	// path is the secret's API path: secret/data/shop/db for KV version 2
 	// (secret/shop/db is read the same way), kv/shop/db for version 1.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.endsWith('/') && !self.contains('//') && !self.matches('(^|/)[.][.]?(/|$)') && !self.matches('[?#%*+ ]')",message="a Vault path must not start or end with /, have an empty, . or .. segment, or contain ?, #, %, *, + or spaces"
 	Path string `json:"path"`
 
 	// field is the field of the secret to read.
@@ -174,19 +185,30 @@ type EnvFromSource struct {
 // ConsulPrefixSource names every key under a Consul KV prefix.
 type ConsulPrefixSource struct {
 	// prefix is the key prefix, such as apps/shop/. Write the trailing /
-	// to mean a folder: apps/shop also matches apps/shopping/x.
+	// to mean a folder: apps/shop also matches apps/shopping/x. No leading
+	// /, no empty, . or .. segment, no %, ? or #.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.contains('//') && !self.matches('(^|/)[.][.]?(/|$)') && !self.matches('[%?#]')",message="a Consul prefix must not start with /, have an empty, . or .. segment, or contain %, ? or #"
 	Prefix string `json:"prefix"`
 
 	// optional lets the pod start before the values are materialised.
 	// +optional
 	Optional *bool `json:"optional,omitempty"`
+
+	// secret materialises the keys into a Secret (the pod gets secretRef,
+	// or a secret volume) instead of a ConfigMap: for values that the
+	// built-in view role must not read.
+	// +optional
+	Secret *bool `json:"secret,omitempty"`
 }
 
 // VaultSecretSource names a whole Vault KV secret.
 type VaultSecretSource struct {
 	// path is the secret's API path, as in VaultKeySelector.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.endsWith('/') && !self.contains('//') && !self.matches('(^|/)[.][.]?(/|$)') && !self.matches('[?#%*+ ]')",message="a Vault path must not start or end with /, have an empty, . or .. segment, or contain ?, #, %, *, + or spaces"
 	Path string `json:"path"`
 
 	// optional lets the pod start before the values are materialised.
@@ -226,11 +248,15 @@ type Volume struct {
 type VaultPKISource struct {
 	// mount is the PKI secrets engine's path, such as pki.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.endsWith('/') && !self.contains('//') && !self.matches('(^|/)[.][.]?(/|$)') && !self.matches('[?#%*+ ]')",message="a Vault path must not start or end with /, have an empty, . or .. segment, or contain ?, #, %, *, + or spaces"
 	Mount string `json:"mount"`
 
 	// role is the PKI role that issues the certificate
 	// (<mount>/issue/<role>).
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!self.contains('/') && self != '.' && self != '..'",message="a PKI role is one path segment"
 	Role string `json:"role"`
 
 	// commonName is the certificate's common name.
@@ -267,6 +293,25 @@ type PodPresetStatus struct {
 	// +listType=map
 	// +listMapKey=source
 	Sources []SourceStatus `json:"sources,omitempty"`
+
+	// foreignObjects are ConfigMaps and Secrets that this preset's sources
+	// need, under the names podpreset gives them, that exist without being
+	// this preset's: the sources controller never writes them, and the
+	// webhook leaves out every entry that would refer to them (with a
+	// warning), so that pods never read an object someone else planted.
+	// +optional
+	// +listType=atomic
+	ForeignObjects []ObjectReference `json:"foreignObjects,omitempty"`
+}
+
+// ObjectReference names a ConfigMap or a Secret in a namespace.
+type ObjectReference struct {
+	// kind is ConfigMap or Secret.
+	Kind string `json:"kind"`
+	// namespace is the object's namespace.
+	Namespace string `json:"namespace"`
+	// name is the object's name.
+	Name string `json:"name"`
 }
 
 // SourceStatus is the state of one source of a preset.
@@ -295,9 +340,23 @@ type SourceStatus struct {
 	LastErrorTime *metav1.Time `json:"lastErrorTime,omitempty"`
 }
 
-// ConditionSourcesReady is the condition type that says whether every
-// source of a preset is materialised and up to date.
-const ConditionSourcesReady = "SourcesReady"
+// Condition types of a preset's status.
+const (
+	// ConditionSourcesReady says whether every source of a preset is
+	// materialised and up to date (the sources controller writes it).
+	ConditionSourcesReady = "SourcesReady"
+	// ConditionAccepted says whether the webhook applies the preset: False
+	// when it is invalid, reads a Consul key or Vault path its namespace may
+	// not read, or breaks a PodPresetPolicy (the webhook's leader writes it).
+	ConditionAccepted = "Accepted"
+)
+
+// Reasons of the Accepted condition.
+const (
+	ReasonAccepted        = "Accepted"
+	ReasonInvalid         = "Invalid"
+	ReasonPolicyViolation = "PolicyViolation"
+)
 
 // PodPreset injects env vars, envFrom sources, volumes, volume mounts, init
 // containers, image pull secrets and annotations into the pods of its
@@ -307,6 +366,7 @@ const ConditionSourcesReady = "SourcesReady"
 // +kubebuilder:resource:shortName=pp,categories=podpreset
 // +kubebuilder:printcolumn:name="Selector",type=string,JSONPath=`.spec.selector.matchLabels`,description="Labels the pods must have"
 // +kubebuilder:printcolumn:name="Containers",type=string,JSONPath=`.spec.containers`,priority=1,description="Target containers (all when empty)"
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].reason`,description="Whether the webhook applies the preset: Accepted, Invalid or PolicyViolation"
 // +kubebuilder:printcolumn:name="Sources",type=string,JSONPath=`.status.conditions[?(@.type=="SourcesReady")].reason`,description="Consul and Vault sources: Materialised, SourceError or Pending"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type PodPreset struct {
@@ -353,6 +413,7 @@ type ClusterPodPresetSpec struct {
 // +kubebuilder:resource:scope=Cluster,shortName=cpp,categories=podpreset
 // +kubebuilder:printcolumn:name="Namespaces",type=string,JSONPath=`.spec.namespaceSelector.matchLabels`,description="Labels the namespaces must have"
 // +kubebuilder:printcolumn:name="Selector",type=string,JSONPath=`.spec.selector.matchLabels`,description="Labels the pods must have"
+// +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].reason`,description="Whether the webhook applies the preset: Accepted, Invalid or PolicyViolation"
 // +kubebuilder:printcolumn:name="Sources",type=string,JSONPath=`.status.conditions[?(@.type=="SourcesReady")].reason`,description="Consul and Vault sources: Materialised, SourceError or Pending"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterPodPreset struct {
