@@ -12,7 +12,10 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -64,7 +67,10 @@ func TestDefaultInstall(t *testing.T) {
 		"Namespace /podpreset-system",
 		"CustomResourceDefinition /podpresets.podpreset.dev",
 		"CustomResourceDefinition /clusterpodpresets.podpreset.dev",
+		"CustomResourceDefinition /podpresetpolicies.podpreset.dev",
 		"ServiceAccount podpreset-system/podpreset-webhook",
+		"ClusterRole /podpreset-view",
+		"ClusterRole /podpreset-edit",
 		"Role podpreset-system/podpreset-webhook",
 		"ClusterRole /podpreset-webhook",
 		"RoleBinding podpreset-system/podpreset-webhook",
@@ -254,5 +260,58 @@ func TestSourcesInstall(t *testing.T) {
 	}
 	if _, err := sources.NewVault(cfg.Vault); err != nil {
 		t.Errorf("the shipped Vault section: %v", err)
+	}
+}
+
+// TestUserRolesAggregateOnlyWhenAskedTo checks that podpreset-view and
+// podpreset-edit reach the built-in view, edit and admin roles only
+// through the opt-in component, and what they grant.
+func TestUserRolesAggregateOnlyWhenAskedTo(t *testing.T) {
+	var view, edit rbacv1.ClusterRole
+	m := build(t, "default")
+	object(t, m, "ClusterRole", "podpreset-view", &view)
+	object(t, m, "ClusterRole", "podpreset-edit", &edit)
+	for _, r := range []rbacv1.ClusterRole{view, edit} {
+		for k := range r.Labels {
+			if strings.HasPrefix(k, "rbac.authorization.k8s.io/aggregate-to-") {
+				t.Errorf("%s aggregates by default (%s)", r.Name, k)
+			}
+		}
+	}
+	// edit writes PodPresets only: never ClusterPodPresets, policies or
+	// status.
+	for _, rule := range edit.Rules {
+		writes := slices.ContainsFunc(rule.Verbs, func(v string) bool { return v != "get" && v != "list" && v != "watch" })
+		if writes && !slices.Equal(rule.Resources, []string{"podpresets"}) {
+			t.Errorf("podpreset-edit writes %v", rule.Resources)
+		}
+	}
+	for _, rule := range view.Rules {
+		if !slices.Equal(rule.Verbs, []string{"get", "list", "watch"}) {
+			t.Errorf("podpreset-view may %v %v", rule.Verbs, rule.Resources)
+		}
+	}
+
+	m = build(t, filepath.Join("testdata", "with-components"))
+	object(t, m, "ClusterRole", "podpreset-view", &view)
+	object(t, m, "ClusterRole", "podpreset-edit", &edit)
+	if view.Labels["rbac.authorization.k8s.io/aggregate-to-view"] != "true" ||
+		edit.Labels["rbac.authorization.k8s.io/aggregate-to-edit"] != "true" || edit.Labels["rbac.authorization.k8s.io/aggregate-to-admin"] != "true" {
+		t.Errorf("with the component: view labels %v, edit labels %v", view.Labels, edit.Labels)
+	}
+	var np networkingv1.NetworkPolicy
+	object(t, m, "NetworkPolicy", "podpreset-webhook", &np)
+	var d appsv1.Deployment
+	object(t, m, "Deployment", "podpreset-webhook", &d)
+	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+	if err != nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) || np.Namespace != d.Namespace {
+		t.Errorf("the NetworkPolicy (%s/%v) does not select the webhook's pods (%s/%v)", np.Namespace, np.Spec.PodSelector, d.Namespace, d.Spec.Template.Labels)
+	}
+	for _, in := range np.Spec.Ingress {
+		for _, p := range in.Ports {
+			if p.Port.IntValue() == 9443 && (len(in.From) != 1 || in.From[0].IPBlock == nil || len(in.From[0].IPBlock.Except) == 0) {
+				t.Errorf("port 9443 is open to %+v: want every address but the pod network", in.From)
+			}
+		}
 	}
 }

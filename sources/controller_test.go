@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/podpreset/podpreset/certs"
+	"github.com/podpreset/podpreset/internal/managed"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
@@ -100,7 +101,7 @@ func TestControllerReportsKeysThatCannotBeFiles(t *testing.T) {
 	if cm.Data["app.yaml"] != "a: 1" || len(cm.Data) != 1 {
 		t.Errorf("ConfigMap data %v: want app.yaml only", cm.Data)
 	}
-	if cm.Labels[LabelManagedBy] != ManagedBy || len(cm.OwnerReferences) != 1 || cm.OwnerReferences[0].UID != "uid-conf" {
+	if !managed.Is(cm.Labels) || len(cm.OwnerReferences) != 1 || cm.OwnerReferences[0].UID != "uid-conf" {
 		t.Errorf("labels %v, owners %v", cm.Labels, cm.OwnerReferences)
 	}
 	st := f.status(t, confKey)
@@ -139,9 +140,15 @@ func TestControllerNeverTakesOverAnotherObject(t *testing.T) {
 	if cm.Data["keep"] != "me" || len(cm.Data) != 1 {
 		t.Errorf("someone else's ConfigMap was changed: %v", cm.Data)
 	}
+	// The status names the object, for the webhook to leave it out of
+	// pods, and says so in the condition.
 	st := f.status(t, confKey)
-	if len(st.Sources) != 1 || !strings.Contains(st.Sources[0].LastError, "is not this preset's") {
-		t.Errorf("status %+v", st.Sources)
+	want := []v1alpha1.ObjectReference{{Kind: "ConfigMap", Namespace: "shop", Name: "podpreset-conf-vol-files"}}
+	if !slices.Equal(st.ForeignObjects, want) {
+		t.Errorf("foreignObjects %+v, want %+v", st.ForeignObjects, want)
+	}
+	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionSourcesReady); c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "is not this preset's") {
+		t.Errorf("condition %+v", c)
 	}
 }
 
@@ -207,7 +214,14 @@ func (v *pkiVault) Issue(_ context.Context, mount, role string, req PKIRequest) 
 		return nil, err
 	}
 	leaf.Cert.Subject.CommonName = req.CommonName
-	return &Certificate{CertPEM: leaf.CertPEM, KeyPEM: leaf.KeyPEM, CAPEM: v.ca.CertPEM, Serial: leaf.Cert.SerialNumber.String()}, nil
+	return &Certificate{CertPEM: leaf.CertPEM, KeyPEM: leaf.KeyPEM, CAPEM: v.ca.CertPEM}, nil
+}
+
+func (v *pkiVault) CA(_ context.Context, mount string) ([]byte, error) {
+	if mount != "pki" {
+		v.t.Errorf("CA of %s", mount)
+	}
+	return v.ca.CertPEM, nil
 }
 
 func TestControllerIssuesRenewsAndKeepsCertificates(t *testing.T) {
@@ -257,8 +271,7 @@ func TestControllerIssuesRenewsAndKeepsCertificates(t *testing.T) {
 	if res.RequeueAfter <= 0 || res.RequeueAfter > statusResync {
 		t.Errorf("requeued after %s, want at most %s", res.RequeueAfter, statusResync)
 	}
-	// Before then, the certificate in the Secret is kept (a new leader
-	// does not issue another).
+	// Before then, the certificate is kept.
 	reconcileAt(t0.Add(time.Hour))
 	if vault.calls != 1 || served().SerialNumber.Cmp(first.SerialNumber) != 0 {
 		t.Errorf("reissued before the renewal time (%d calls)", vault.calls)
@@ -296,6 +309,48 @@ func TestControllerIssuesRenewsAndKeepsCertificates(t *testing.T) {
 	reconcileAt(t0.Add(4*time.Hour + 6*time.Minute))
 	if c := served(); c.Subject.CommonName != "api.shop.svc" {
 		t.Errorf("common name %q after the spec changed", c.Subject.CommonName)
+	}
+	// A new leader (nothing in memory) adopts the certificate in the
+	// Secret: it chains to the mount's CA, its serial is the status's.
+	calls, current := vault.calls, served()
+	f.c.certs = certStore{}
+	reconcileAt(t0.Add(4*time.Hour + 7*time.Minute))
+	if vault.calls != calls || served().SerialNumber.Cmp(current.SerialNumber) != 0 {
+		t.Errorf("a new leader reissued a certificate it could verify (%d calls)", vault.calls)
+	}
+	// A tenant plants a certificate of its own, with the same serial and
+	// names, and its own CA: the leader restores its copy.
+	plant := func() {
+		t.Helper()
+		evilCA, err := certs.NewCA(clock.Add(-time.Hour), 24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evil, err := certs.NewLeaf(evilCA, clock, time.Hour, []string{"api.shop.svc", "web"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s corev1.Secret
+		if err := f.cl.Get(context.Background(), types.NamespacedName{Namespace: "shop", Name: "podpreset-tls-vol-cert"}, &s); err != nil {
+			t.Fatal(err)
+		}
+		s.Data = map[string][]byte{"tls.crt": evil.CertPEM, "tls.key": evil.KeyPEM, "ca.crt": evilCA.CertPEM}
+		if err := f.cl.Update(context.Background(), &s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plant()
+	reconcileAt(t0.Add(4*time.Hour + 8*time.Minute))
+	if vault.calls != calls || served().SerialNumber.Cmp(current.SerialNumber) != 0 || !chainsTo(served(), ca.CertPEM, clock) {
+		t.Errorf("the planted certificate was not replaced with the leader's (%d calls)", vault.calls)
+	}
+	// Planted while there is no leader: the next one does not adopt it,
+	// and asks Vault for a new certificate.
+	plant()
+	f.c.certs = certStore{}
+	reconcileAt(t0.Add(4*time.Hour + 9*time.Minute))
+	if got := served(); vault.calls != calls+1 || !chainsTo(got, ca.CertPEM, clock) {
+		t.Errorf("a new leader served a certificate that does not chain to Vault's CA (%d calls)", vault.calls)
 	}
 }
 

@@ -114,10 +114,10 @@ func (n *notifications) next(t *testing.T) types.NamespacedName {
 
 func newTestHub(t *testing.T, c Consul) (*Hub, *notifications) {
 	n := &notifications{ch: make(chan types.NamespacedName, 100)}
-	h := &Hub{Consul: c, Refresh: 10 * time.Millisecond, Backoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond, Notify: n.notify}
+	h := &Hub{Consul: c, Refresh: 10 * time.Millisecond, Backoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	h.Start(ctx)
+	h.Start(ctx, n.notify)
 	return h, n
 }
 
@@ -239,6 +239,11 @@ func (f *fakeVault) Read(_ context.Context, path string) (*Secret, error) {
 }
 
 func (f *fakeVault) Issue(context.Context, string, string, PKIRequest) (*Certificate, error) {
+	f.t.Error("unexpected Vault PKI call")
+	return nil, errors.New("no PKI here")
+}
+
+func (f *fakeVault) CA(context.Context, string) ([]byte, error) {
 	f.t.Error("unexpected Vault PKI call")
 	return nil, errors.New("no PKI here")
 }

@@ -16,9 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/podpreset/podpreset/presets/presetstest"
+	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
 // benchReview is a pod creation review for the benchmarks: the engine
@@ -39,7 +39,7 @@ func benchReview(b *testing.B) ([]byte, *PodMutator) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var objs []any
+	var objs []v1alpha1.Object
 	for _, pp := range presetstest.BenchPresets("shop", 1000) {
 		objs = append(objs, pp)
 	}
@@ -51,7 +51,7 @@ func benchReview(b *testing.B) ([]byte, *PodMutator) {
 // patch, encode the answer.
 func BenchmarkPodMutator(b *testing.B) {
 	review, m := benchReview(b)
-	h := WithHTTPErrors(&admission.Webhook{Handler: m})
+	h := Serve(m, NewLimiter(256, 24<<20), MaxPodReviewBytes)
 	b.ReportAllocs()
 	for b.Loop() {
 		rec := httptest.NewRecorder()
@@ -70,7 +70,7 @@ func BenchmarkPodMutator(b *testing.B) {
 // bounded by -benchtime.
 func BenchmarkPodMutatorHTTPS(b *testing.B) {
 	review, m := benchReview(b)
-	srv := httptest.NewUnstartedServer(WithHTTPErrors(&admission.Webhook{Handler: m}))
+	srv := httptest.NewUnstartedServer(Serve(m, NewLimiter(256, 24<<20), MaxPodReviewBytes))
 	srv.EnableHTTP2 = false
 	srv.StartTLS()
 	defer srv.Close()

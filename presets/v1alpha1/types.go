@@ -121,10 +121,11 @@ type EnvVarSource struct {
 // ConsulKeySelector names one Consul KV key.
 type ConsulKeySelector struct {
 	// key is the full Consul KV key, such as apps/shop/db/host: no leading
-	// or trailing /, no empty, . or .. segment, no %, ? or #.
+	// or trailing /, no empty, . or .. segment, no %, ?, # or \ (the
+	// validating webhook refuses such a key, and the sources controller
+	// never reads it).
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
-	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.endsWith('/') && !self.contains('//') && !self.matches('(^|/)[.][.]?(/|$)') && !self.matches('[%?#]')",message="a Consul key must not start or end with /, have an empty, . or .. segment, or contain %, ? or #"
 	Key string `json:"key"`
 
 	// optional lets the pod start when the key does not exist; the
@@ -145,7 +146,6 @@ type VaultKeySelector struct {
 	// (secret/shop/db is read the same way), kv/shop/db for version 1.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
-	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.endsWith('/') && !self.contains('//') && !self.matches('(^|/)[.][.]?(/|$)') && !self.matches('[?#%*+ ]')",message="a Vault path must not start or end with /, have an empty, . or .. segment, or contain ?, #, %, *, + or spaces"
 	Path string `json:"path"`
 
 	// field is the field of the secret to read.
@@ -189,7 +189,6 @@ type ConsulPrefixSource struct {
 	// /, no empty, . or .. segment, no %, ? or #.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
-	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.contains('//') && !self.matches('(^|/)[.][.]?(/|$)') && !self.matches('[%?#]')",message="a Consul prefix must not start with /, have an empty, . or .. segment, or contain %, ? or #"
 	Prefix string `json:"prefix"`
 
 	// optional lets the pod start before the values are materialised.
@@ -208,7 +207,6 @@ type VaultSecretSource struct {
 	// path is the secret's API path, as in VaultKeySelector.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
-	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.endsWith('/') && !self.contains('//') && !self.matches('(^|/)[.][.]?(/|$)') && !self.matches('[?#%*+ ]')",message="a Vault path must not start or end with /, have an empty, . or .. segment, or contain ?, #, %, *, + or spaces"
 	Path string `json:"path"`
 
 	// optional lets the pod start before the values are materialised.
@@ -249,14 +247,12 @@ type VaultPKISource struct {
 	// mount is the PKI secrets engine's path, such as pki.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
-	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.endsWith('/') && !self.contains('//') && !self.matches('(^|/)[.][.]?(/|$)') && !self.matches('[?#%*+ ]')",message="a Vault path must not start or end with /, have an empty, . or .. segment, or contain ?, #, %, *, + or spaces"
 	Mount string `json:"mount"`
 
 	// role is the PKI role that issues the certificate
 	// (<mount>/issue/<role>).
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="!self.contains('/') && self != '.' && self != '..'",message="a PKI role is one path segment"
 	Role string `json:"role"`
 
 	// commonName is the certificate's common name.
