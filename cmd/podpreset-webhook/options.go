@@ -111,7 +111,7 @@ func defaultOptions() Options {
 		KubeAPIQPS:             50,
 		KubeAPIBurst:           100,
 		MaxInFlight:            256,
-		MaxInFlightBytes:       24 << 20,
+		MaxInFlightBytes:       8 << 20,
 	}
 }
 

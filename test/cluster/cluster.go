@@ -157,7 +157,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	if opts.ControllerManager {
-		c.kcm, err = startProcess(ctx, "kube-controller-manager", logs, filepath.Join(bin, "kube-controller-manager"),
+		c.kcm, err = startProcess(ctx, "kube-controller-manager", logs, nil, filepath.Join(bin, "kube-controller-manager"),
 			"--kubeconfig="+c.Kubeconfig,
 			"--controllers=deployment-controller,replicaset-controller,garbage-collector-controller",
 			"--leader-elect=false",
@@ -290,7 +290,7 @@ func (c *Cluster) StartReplica(ctx context.Context, i int, binary string, out io
 	if out == nil {
 		out = io.Discard
 	}
-	p, err := startProcess(ctx, fmt.Sprintf("podpreset-webhook-%d", i), io.MultiWriter(out, c.logs), binary, args...)
+	p, err := startProcess(ctx, fmt.Sprintf("podpreset-webhook-%d", i), io.MultiWriter(out, c.logs), webhookEnv, binary, args...)
 	if err != nil {
 		return err
 	}
@@ -522,8 +522,20 @@ type process struct {
 	copy sync.WaitGroup
 }
 
-func startProcess(ctx context.Context, name string, out io.Writer, path string, args ...string) (*process, error) {
+// webhookEnv is the environment the webhook runs with, as in
+// manifests/default: a soft memory limit under the container's.
+var webhookEnv = []string{"GOMEMLIMIT=" + WebhookMemoryLimit}
+
+// WebhookMemoryLimit is the webhook's GOMEMLIMIT in manifests/default.
+const WebhookMemoryLimit = "100MiB"
+
+// startProcess starts a program with more environment variables than this
+// process has.
+func startProcess(ctx context.Context, name string, out io.Writer, env []string, path string, args ...string) (*process, error) {
 	cmd := exec.Command(path, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -617,7 +629,7 @@ func (c *Cluster) StartProcess(ctx context.Context, name, binary string, out io.
 	if out == nil {
 		out = io.Discard
 	}
-	p, err := startProcess(ctx, name, io.MultiWriter(out, c.logs), binary, args...)
+	p, err := startProcess(ctx, name, io.MultiWriter(out, c.logs), webhookEnv, binary, args...)
 	if err != nil {
 		return nil, err
 	}

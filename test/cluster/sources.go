@@ -88,7 +88,7 @@ func StartConsul(ctx context.Context, root string, logs io.Writer) (*Consul, err
 // Start starts a stopped Consul again, on the same ports, empty (dev
 // mode keeps nothing), and waits until it has a leader.
 func (c *Consul) Start(ctx context.Context) error {
-	p, err := startProcess(ctx, "consul", c.logs, c.bin, c.args...)
+	p, err := startProcess(ctx, "consul", c.logs, nil, c.bin, c.args...)
 	if err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func StartVault(ctx context.Context, root string, logs io.Writer) (*Vault, error
 // Start starts a stopped Vault again, on the same port with the same root
 // token, empty (dev mode keeps nothing), and waits until it is healthy.
 func (v *Vault) Start(ctx context.Context) error {
-	p, err := startProcess(ctx, "vault", v.logs, v.bin, v.args...)
+	p, err := startProcess(ctx, "vault", v.logs, nil, v.bin, v.args...)
 	if err != nil {
 		return err
 	}
@@ -235,7 +235,7 @@ tls { defaults { ca_file = %q, cert_file = %q, key_file = %q, verify_incoming = 
 acl { enabled = true, default_policy = "deny", tokens { initial_management = %q } }`,
 		ports[0], filepath.Join(dir, "ca.crt"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), token)
 	c.args = append(c.args, "-hcl", hcl)
-	p, err := startProcess(ctx, "consul-tls", c.logs, c.bin, c.args...)
+	p, err := startProcess(ctx, "consul-tls", c.logs, nil, c.bin, c.args...)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -318,7 +318,7 @@ func Seed(ctx context.Context, path, consulAddr, vaultAddr, vaultToken string) e
 // section (YAML, one "key: value" per line); the tenancy lets a PodPreset
 // read apps/<namespace>/ in Consul and secret/data/<namespace>/*,
 // kv1/<namespace>/* and pki/issue/web in Vault, and ClusterPodPresets
-// shared/ and secret/data/*.
+// shared/, secret/data/* and pki/issue/web.
 func WriteSourcesConfig(dir string, consul *Consul, vault *Vault, refresh time.Duration, auth map[string]string) (string, error) {
 	var a strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(auth)) {
@@ -337,7 +337,7 @@ vault:
     vaultPaths: ["secret/data/{{ .Namespace }}/*", "kv1/{{ .Namespace }}/*", "pki/issue/web"]
   clusterPodPresets:
     consulPrefixes: ["shared/"]
-    vaultPaths: ["secret/data/*"]
+    vaultPaths: ["secret/data/*", "pki/issue/web"]
 `, consul.Addr, vault.Addr, refresh, a.String())
 	path := filepath.Join(dir, "sources.yaml")
 	return path, os.WriteFile(path, []byte(cfg), 0o600)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -27,6 +28,10 @@ var (
 	vaultRoot *vaultapi.Client
 	// webhookArgs are the flags replica 0 runs with.
 	webhookArgs []string
+	// consulLog holds everything Consul printed: in dev mode, a line per
+	// HTTP request with its URL, so that a test can tell what was never
+	// asked.
+	consulLog cluster.Buffer
 )
 
 // Vault token lifetimes of the webhook's role: short, so that the webhook
@@ -51,7 +56,11 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
 // dir. It returns the configuration's path.
 func startSources(ctx context.Context, dir string) (string, error) {
 	var err error
-	if consulSrv, err = cluster.StartConsul(ctx, cp.Root, cpLogs()); err != nil {
+	consulLogs := io.Writer(&consulLog)
+	if l := cpLogs(); l != nil {
+		consulLogs = io.MultiWriter(l, &consulLog)
+	}
+	if consulSrv, err = cluster.StartConsul(ctx, cp.Root, consulLogs); err != nil {
 		return "", err
 	}
 	if vaultSrv, err = cluster.StartVault(ctx, cp.Root, cpLogs()); err != nil {
