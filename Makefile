@@ -46,8 +46,10 @@ bench: servers ## Run the benchmarks: engine, handler, and on the real control p
 	$(GO) test -run '^$$' -bench . -benchtime 300x ./test/e2e/...
 
 .PHONY: fuzz
-fuzz: ## Fuzz the engine for FUZZTIME (default 60s).
+fuzz: ## Fuzz the engine and the admission handlers, FUZZTIME each (default 60s).
 	$(GO) test -run '^$$' -fuzz FuzzApply -fuzztime $(or $(FUZZTIME),60s) ./presets
+	$(GO) test -run '^$$' -fuzz FuzzPodMutator -fuzztime $(or $(FUZZTIME),60s) ./webhook
+	$(GO) test -run '^$$' -fuzz FuzzPresetValidator -fuzztime $(or $(FUZZTIME),60s) ./webhook
 
 .PHONY: golden
 golden: ## Rewrite the golden files of the CLI and handler tests (review the diff!).

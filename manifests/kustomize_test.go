@@ -230,15 +230,28 @@ func TestSourcesInstall(t *testing.T) {
 	if sc.Image != wc.Image || sc.SecurityContext == nil || !*sc.SecurityContext.ReadOnlyRootFilesystem || sc.ReadinessProbe == nil {
 		t.Errorf("sources container: image %s (webhook %s), security context %+v", sc.Image, wc.Image, sc.SecurityContext)
 	}
-	for _, d := range []appsv1.Deployment{webhookD, sourcesD} {
-		c := d.Spec.Template.Spec.Containers[0]
-		if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/etc/podpreset" {
-			t.Errorf("%s mounts %v", d.Name, c.VolumeMounts)
-		}
+	// The webhook mounts the configuration only; the sources controller
+	// the configuration and the credentials Secret.
+	if c := wc; len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/etc/podpreset" {
+		t.Errorf("the webhook mounts %v", c.VolumeMounts)
+	}
+	if c := sc; len(c.VolumeMounts) != 2 || c.VolumeMounts[0].MountPath != "/etc/podpreset" || c.VolumeMounts[1].MountPath != "/etc/podpreset-credentials" {
+		t.Errorf("the sources controller mounts %v", c.VolumeMounts)
 	}
 	vols := sourcesD.Spec.Template.Spec.Volumes
-	if len(vols) != 1 || vols[0].ConfigMap == nil || !strings.HasPrefix(vols[0].ConfigMap.Name, "podpreset-sources-") {
-		t.Fatalf("volumes %v: want the generated podpreset-sources ConfigMap", vols)
+	if len(vols) != 2 || vols[0].ConfigMap == nil || !strings.HasPrefix(vols[0].ConfigMap.Name, "podpreset-sources-") ||
+		vols[1].Secret == nil || vols[1].Secret.SecretName != "podpreset-sources-credentials" {
+		t.Fatalf("volumes %v: want the generated podpreset-sources ConfigMap and the credentials Secret", vols)
+	}
+	// The webhook's service account may read only its certificate Secret,
+	// by name: never the credentials.
+	var role rbacv1.Role
+	object(t, m, "Role", "podpreset-webhook", &role)
+	for _, rule := range role.Rules {
+		reads := slices.ContainsFunc(rule.Verbs, func(v string) bool { return v == "get" || v == "list" || v == "watch" })
+		if slices.Contains(rule.Resources, "secrets") && reads && !slices.Equal(rule.ResourceNames, []string{"podpreset-webhook-certs"}) {
+			t.Errorf("the webhook's Role reads Secrets %v", rule.ResourceNames)
+		}
 	}
 	if wv := webhookD.Spec.Template.Spec.Volumes; len(wv) != 1 || wv[0].ConfigMap == nil || wv[0].ConfigMap.Name != vols[0].ConfigMap.Name {
 		t.Errorf("the webhook mounts %v, the sources controller %s", wv, vols[0].ConfigMap.Name)
