@@ -4,22 +4,37 @@
 //   - PodMutator (mutating, pods, CREATE): guard, read the caches, run
 //     presets.Apply, answer with the insert-only JSON patch of
 //     presets/patch (the pod's own entries, and fields our Go types do not
-//     know, are never rewritten), every conflict as an admission warning, a
-//     metric per outcome.
-//   - PresetValidator (validating, PodPresets and ClusterPodPresets): the
-//     checks that CEL in the CRD cannot do, each denial an apierrors Invalid
-//     status that names the field.
-//   - Store: the compiled, indexed presets the mutator reads, kept up to date
+//     know, are never rewritten), every conflict, refused preset and
+//     left-out entry as an admission warning, a metric per outcome.
+//   - PresetValidator (validating, PodPresets and ClusterPodPresets):
+//     presets.Load with the tenancy and the preset policy, each denial an
+//     apierrors Invalid status that names the field and the rule.
+//   - Store: the loaded, indexed presets the mutator reads, kept up to date
 //     from informer events by one rebuild goroutine, so the admission path
-//     makes no API call and takes no lock.
+//     makes no API call and takes no lock. A preset that fails a check stays
+//     in the index, refused, so that pods are told why they did not get it.
+//   - StatusController (leader): the Accepted condition of every preset.
+//   - Serve: the HTTP side, shared by both handlers.
+//
+// Departure from STYLE.md (let controller-runtime decode the request):
+// Serve is our own thin handler, not controller-runtime's admission.Webhook.
+// It decodes the review and its object in one pass (controller-runtime
+// decodes the review, then the pod again from its raw bytes), answers a
+// request that is no review with an HTTP error status rather than 200 with
+// the error inside a review (which the API server reads as a denial), caps
+// request bodies per endpoint, and bounds the requests and request bytes in
+// flight, answering 429 at once beyond them, so that a flood of large
+// reviews cannot take the process over its memory limit. The patch is still
+// computed against the typed pod and only inserts, so unknown fields
+// survive.
 //
 // Decisions:
-//   - A request the mutator cannot serve (an undecodable pod, a namespace the
-//     cache does not know) is answered with an error, never a panic; with the
-//     default failurePolicy Ignore the pod is still created without presets,
-//     and podpreset_admission_total{result="error"} counts it.
+//   - A request the mutator cannot serve (a namespace the cache cannot read,
+//     a patch that cannot be computed) is answered with HTTP 500, never a
+//     panic: the API server applies the failure policy (Ignore: the pod is
+//     created without presets), and podpreset_admission_total{result="error"}
+//     counts it. A review whose pod does not decode is denied with 400: the
+//     API server never sends one.
 //   - Conflict warnings carry the kept and dropped values, shortened; logs
 //     carry only field paths and preset names, never values.
-//   - A malformed AdmissionReview is answered with HTTP 400 and a message
-//     (controller-runtime answers 200 with the error inside the review).
 package webhook
