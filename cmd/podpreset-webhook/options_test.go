@@ -6,6 +6,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+
+	"github.com/podpreset/podpreset/internal/managed"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -98,5 +103,32 @@ func TestCertConfigSANs(t *testing.T) {
 	}
 	if len(c.IPs) != 1 || c.IPs[0].String() != "127.0.0.1" {
 		t.Errorf("IPs %v", c.IPs)
+	}
+}
+
+// TestCacheSeesEveryMaterialisedSecret: with sources, the cache holds the
+// Secrets podpreset writes in every namespace, its own included (an entry
+// for the certificate alone would hide those materialised there from the
+// controller's repairs and its sweep); without, only the certificate.
+func TestCacheSeesEveryMaterialisedSecret(t *testing.T) {
+	opts := defaultOptions()
+	opts.Namespace = "podpreset-system"
+	secretsOf := func(c cache.Options) cache.ByObject {
+		for o, by := range c.ByObject {
+			if _, ok := o.(*corev1.Secret); ok {
+				return by
+			}
+		}
+		t.Fatal("no Secret entry")
+		return cache.ByObject{}
+	}
+	with := secretsOf(cacheOptions(opts, true))
+	if len(with.Namespaces) != 0 || with.Label == nil || !with.Label.Matches(labels.Set(managed.Labels())) {
+		t.Errorf("with sources: namespaces %v, label %v; want every namespace, by the managed-by label", with.Namespaces, with.Label)
+	}
+	without := secretsOf(cacheOptions(opts, false))
+	cfg, ok := without.Namespaces["podpreset-system"]
+	if len(without.Namespaces) != 1 || !ok || cfg.FieldSelector.String() != "metadata.name=podpreset-webhook-certs" {
+		t.Errorf("without sources: %+v; want the certificate Secret only", without.Namespaces)
 	}
 }

@@ -253,7 +253,7 @@ func (ws *webhookSetup) register(mgr manager.Manager, opts Options, tenancy *sou
 // setupSources starts the Consul and Vault clients and the materialising
 // controller (leader only).
 func setupSources(mgr manager.Manager, cfg *sources.Config, tenancy *sources.Tenancy) error {
-	hub := &sources.Hub{Backoff: 500 * time.Millisecond, MaxBackoff: 10 * time.Second, Refresh: time.Minute, Log: mgr.GetLogger().WithName("sources")}
+	hub := &sources.Hub{Log: mgr.GetLogger().WithName("sources")}
 	ctl := &sources.Controller{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Hub: hub, Tenancy: tenancy}
 	if cfg.Consul != nil {
 		c, err := sources.NewConsul(cfg.Consul)
@@ -268,9 +268,7 @@ func setupSources(mgr manager.Manager, cfg *sources.Config, tenancy *sources.Ten
 			return err
 		}
 		hub.Vault, ctl.Vault = v, v
-		if cfg.Vault.RefreshInterval.Duration > 0 {
-			hub.Refresh = cfg.Vault.RefreshInterval.Duration
-		}
+		hub.Refresh = cfg.Vault.RefreshInterval.Duration // the hub's default when zero
 	}
 	if err := ctl.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the sources controller: %w", err)
@@ -287,18 +285,19 @@ func cacheOptions(opts Options, withSources bool) cache.Options {
 		&admissionregistrationv1.MutatingWebhookConfiguration{}:   {Field: byName(opts.WebhookConfigName)},
 		&admissionregistrationv1.ValidatingWebhookConfiguration{}: {Field: byName(opts.WebhookConfigName)},
 	}
-	// Only self mode reads a Secret, and always its own, in its own
-	// namespace; never a cluster-wide Secret watch.
-	secrets := map[string]cache.Config{}
-	if opts.Namespace != "" {
-		secrets[opts.Namespace] = cache.Config{FieldSelector: byName(opts.CertSecret)}
-	}
-	if withSources {
-		secrets[cache.AllNamespaces] = cache.Config{LabelSelector: sources.CacheSelector()}
+	switch {
+	case withSources:
+		// Every Secret and ConfigMap podpreset writes, in every namespace
+		// (its own too: a namespace-specific entry here would hide the
+		// objects materialised there). The certificate Secret carries the
+		// same label.
+		byObject[&corev1.Secret{}] = cache.ByObject{Label: sources.CacheSelector()}
 		byObject[&corev1.ConfigMap{}] = cache.ByObject{Label: sources.CacheSelector()}
-	}
-	if len(secrets) > 0 {
-		byObject[&corev1.Secret{}] = cache.ByObject{Namespaces: secrets}
+	case opts.Role != RoleSources && opts.CertMode == CertModeSelf && opts.Namespace != "":
+		// The webhook alone reads one Secret, its certificate, by name:
+		// its Role allows no other.
+		byObject[&corev1.Secret{}] = cache.ByObject{Namespaces: map[string]cache.Config{
+			opts.Namespace: {FieldSelector: byName(opts.CertSecret)}}}
 	}
 	return cache.Options{ByObject: byObject}
 }

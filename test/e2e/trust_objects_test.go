@@ -21,6 +21,7 @@ import (
 	"github.com/podpreset/podpreset/certs"
 	"github.com/podpreset/podpreset/presets"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
+	"github.com/podpreset/podpreset/test/cluster"
 )
 
 // vaultCA is the PEM of the e2e Vault's PKI CA.
@@ -173,6 +174,50 @@ func TestMaterialisedObjectsStayAuthentic(t *testing.T) {
 		if err := k8s.Get(t.Context(), client.ObjectKeyFromObject(squat), &cm); err != nil || !maps.Equal(cm.Data, squat.Data) || len(cm.OwnerReferences) != 0 {
 			t.Errorf("the tenant's object was touched: %v %v", cm.Data, err)
 		}
+	})
+
+	t.Run("in the webhook's own namespace, repaired and swept", func(t *testing.T) {
+		// The webhook's cache must hold the Secrets materialised in its own
+		// namespace, not only its certificate: else an edit there would
+		// never be repaired, nor a stale Secret deleted.
+		name := "e2e-own-" + rand.String(5)
+		key := "shared/" + name + "/token"
+		value := secretValue(t)
+		putConsul(t, key, value)
+		cpp := &v1alpha1.ClusterPodPreset{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		cpp.Spec.NamespaceSelector = metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: cluster.WebhookNamespace}}
+		cpp.Spec.Selector = metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}
+		cpp.Spec.Env = []v1alpha1.EnvVar{{Name: "TOKEN", ValueFrom: &v1alpha1.EnvVarSource{ConsulKV: &v1alpha1.ConsulKeySelector{Key: key, Secret: new(true)}}}}
+		createSourcesPreset(t, cpp)
+		obj := presets.ValuesObjectName(name)
+		dataKey := presets.ConsulDataKey(key)
+		holds := func(d map[string][]byte) error {
+			if string(d[dataKey]) != value {
+				return errors.New("not the value")
+			}
+			return nil
+		}
+		s := secretData(t, cluster.WebhookNamespace, obj, 20*time.Second, holds)
+		s.Data[dataKey] = []byte("edited")
+		if err := k8s.Update(t.Context(), s); err != nil {
+			t.Fatal(err)
+		}
+		secretData(t, cluster.WebhookNamespace, obj, 10*time.Second, holds)
+		// The preset stops reading Consul: its Secret goes.
+		eventually(t, 10*time.Second, func() error {
+			if err := k8s.Get(t.Context(), client.ObjectKeyFromObject(cpp), cpp); err != nil {
+				return err
+			}
+			cpp.Spec.Env = []v1alpha1.EnvVar{{Name: "PLAIN", Value: "1"}}
+			return k8s.Update(t.Context(), cpp)
+		})
+		eventually(t, 20*time.Second, func() error {
+			var gone corev1.Secret
+			if err := k8s.Get(t.Context(), types.NamespacedName{Namespace: cluster.WebhookNamespace, Name: obj}, &gone); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("the Secret of a removed source is still there (%v)", err)
+			}
+			return nil
+		})
 	})
 
 	t.Run("Consul values in a Secret", func(t *testing.T) {
