@@ -11,6 +11,7 @@ SHELL := /usr/bin/env bash -o pipefail
 GO      ?= go
 BIN     := $(CURDIR)/bin
 CONTROLLER_GEN := $(BIN)/controller-gen
+GOLANGCI_LINT  := $(BIN)/golangci-lint
 export GOFLAGS ?= -buildvcs=false
 
 # Where controller-gen reads markers and writes CRDs, RBAC and webhook
@@ -63,13 +64,19 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code from the API types.
 manifests: $(CONTROLLER_GEN) ## Generate the CRDs, RBAC and webhook configurations from markers.
 	$(MANIFESTS_GEN)
 
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint (pinned in hack/lint; the linters are in .golangci.yml).
+	$(GOLANGCI_LINT) run ./...
+
 .PHONY: verify
-verify: $(CONTROLLER_GEN) ## Fail on gofmt, go vet, go mod tidy or generated-file drift.
+verify: $(CONTROLLER_GEN) $(GOLANGCI_LINT) ## Fail on gofmt, go vet, golangci-lint, go mod tidy or generated-file drift.
 	@echo "verify: gofmt"; out=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@echo "verify: go vet"; $(GO) vet ./...
+	@echo "verify: golangci-lint"; $(GOLANGCI_LINT) run ./...
 	@echo "verify: go mod tidy"; $(GO) mod tidy -diff
 	@echo "verify: go mod tidy (hack/tools)"; cd hack/tools && $(GO) mod tidy -diff
+	@echo "verify: go mod tidy (hack/lint)"; cd hack/lint && $(GO) mod tidy -diff
 	@echo "verify: generated files"; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	  tar --exclude=./bin --exclude=./.git -cf - . | tar -C "$$tmp" -xf -; \
 	  (cd "$$tmp" && $(CONTROLLER_GEN) object paths=$(API_PATHS) && $(MANIFESTS_GEN)); \
@@ -83,3 +90,6 @@ run: servers ## Run the webhook on a local control plane with the examples, unti
 
 $(CONTROLLER_GEN): hack/tools/go.mod hack/tools/go.sum
 	cd hack/tools && $(GO) build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
+
+$(GOLANGCI_LINT): hack/lint/go.mod hack/lint/go.sum
+	cd hack/lint && $(GO) build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint

@@ -14,12 +14,16 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/podpreset/podpreset/internal/managed"
 )
@@ -32,7 +36,9 @@ var expiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 func init() { metrics.Registry.MustRegister(expiry) }
 
 // Rotator keeps the Secret and the webhook configurations' caBundle up to
-// date. It runs on the leader only.
+// date: a controller-runtime controller (leader only) with one key, woken
+// when the Secret or a webhook configuration changes and requeued for the
+// next rotation step, with the controller's backoff on errors.
 type Rotator struct {
 	// Client writes; Cache reads and watches the Secret and the webhook
 	// configurations.
@@ -46,14 +52,15 @@ type Rotator struct {
 	Config               Config
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-
-	trigger chan struct{}
 }
 
-var _ manager.LeaderElectionRunnable = (*Rotator)(nil)
-
-// NeedLeaderElection is true: one replica rotates.
-func (r *Rotator) NeedLeaderElection() bool { return true }
+// Backoff after a failed rotation step, and the longest wait between two
+// steps (so that a clock jump is noticed).
+const (
+	retryFirst = 100 * time.Millisecond
+	retryMost  = 30 * time.Second
+	maxWait    = 10 * time.Minute
+)
 
 func (r *Rotator) now() time.Time {
 	if r.Now != nil {
@@ -62,53 +69,26 @@ func (r *Rotator) now() time.Time {
 	return time.Now()
 }
 
-// Start reconciles now, whenever the Secret or a webhook configuration
-// changes, and when the next rotation step is due, until ctx ends.
-func (r *Rotator) Start(ctx context.Context) error {
-	log := logf.FromContext(ctx).WithName("certs")
-	ctx = logf.IntoContext(ctx, log)
-	r.trigger = make(chan struct{}, 1)
-	poke := func(any) {
-		select {
-		case r.trigger <- struct{}{}:
-		default:
-		}
-	}
-	handler := toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    poke,
-		UpdateFunc: func(_, o any) { poke(o) },
-		DeleteFunc: poke,
-	}
-	for _, obj := range []client.Object{&corev1.Secret{}, &admissionregistrationv1.MutatingWebhookConfiguration{}, &admissionregistrationv1.ValidatingWebhookConfiguration{}} {
-		inf, err := r.Cache.GetInformer(ctx, obj)
-		if err != nil {
-			return fmt.Errorf("watching %T: %w", obj, err)
-		}
-		if _, err := inf.AddEventHandler(handler); err != nil {
-			return fmt.Errorf("watching %T: %w", obj, err)
-		}
-	}
-	if !r.Cache.WaitForCacheSync(ctx) {
-		return ctx.Err()
-	}
-	backoff := 100 * time.Millisecond
-	for {
-		next, err := r.Reconcile(ctx)
-		wait := time.Until(next)
-		if err != nil {
-			log.Error(err, "rotating certificates; retrying", "retryIn", backoff.String())
-			wait, backoff = backoff, min(2*backoff, 30*time.Second)
-		} else {
-			backoff = 100 * time.Millisecond
-		}
-		wait = max(min(wait, 10*time.Minute), 10*time.Millisecond)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-r.trigger:
-		case <-time.After(wait):
-		}
-	}
+// SetupWithManager registers the rotator as a controller: every event on
+// the Secret or the webhook configurations (the cache holds only
+// podpreset's own) wakes the one key.
+func (r *Rotator) SetupWithManager(mgr manager.Manager) error {
+	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: r.Secret}}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("certificates").
+		WithOptions(controller.Options{RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](retryFirst, retryMost)}).
+		Watches(&corev1.Secret{}, one).
+		Watches(&admissionregistrationv1.MutatingWebhookConfiguration{}, one).
+		Watches(&admissionregistrationv1.ValidatingWebhookConfiguration{}, one).
+		Complete(reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+			next, err := r.Reconcile(logf.IntoContext(ctx, logf.FromContext(ctx).WithName("certs")))
+			if err != nil {
+				return reconcile.Result{}, fmt.Errorf("rotating certificates: %w", err)
+			}
+			return reconcile.Result{RequeueAfter: min(max(time.Until(next), 10*time.Millisecond), maxWait)}, nil
+		}))
 }
 
 // Reconcile brings the Secret and the webhook configurations to where they
@@ -180,7 +160,7 @@ func (r *Rotator) save(ctx context.Context, secret *corev1.Secret, st state, now
 // that does not exist (yet) is not an error.
 func (r *Rotator) publish(ctx context.Context, bundle []byte) (bool, error) {
 	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	okM, err := r.publishTo(ctx, mwc, r.Mutating, bundle, func() (out []*admissionregistrationv1.WebhookClientConfig) {
+	okM, err := r.publishTo(ctx, mwc, "MutatingWebhookConfiguration", r.Mutating, bundle, func() (out []*admissionregistrationv1.WebhookClientConfig) {
 		for i := range mwc.Webhooks {
 			out = append(out, &mwc.Webhooks[i].ClientConfig)
 		}
@@ -190,7 +170,7 @@ func (r *Rotator) publish(ctx context.Context, bundle []byte) (bool, error) {
 		return false, err
 	}
 	vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
-	okV, err := r.publishTo(ctx, vwc, r.Validating, bundle, func() (out []*admissionregistrationv1.WebhookClientConfig) {
+	okV, err := r.publishTo(ctx, vwc, "ValidatingWebhookConfiguration", r.Validating, bundle, func() (out []*admissionregistrationv1.WebhookClientConfig) {
 		for i := range vwc.Webhooks {
 			out = append(out, &vwc.Webhooks[i].ClientConfig)
 		}
@@ -202,9 +182,8 @@ func (r *Rotator) publish(ctx context.Context, bundle []byte) (bool, error) {
 // publishTo writes bundle into the client configs of one webhook
 // configuration, with an optimistic lock so that a concurrent edit is
 // repaired on the next pass rather than overwritten blindly.
-func (r *Rotator) publishTo(ctx context.Context, obj client.Object, name string, bundle []byte,
+func (r *Rotator) publishTo(ctx context.Context, obj client.Object, kind, name string, bundle []byte,
 	configs func() []*admissionregistrationv1.WebhookClientConfig) (bool, error) {
-	kind := fmt.Sprintf("%T", obj)[len("*v1."):]
 	if err := r.Cache.Get(ctx, client.ObjectKey{Name: name}, obj); err != nil {
 		if apierrors.IsNotFound(err) {
 			return false, nil

@@ -212,7 +212,6 @@ func (s *Store) Watch(ctx context.Context, c cache.Cache) error {
 		},
 	}
 	// Policies first: the presets listed next are loaded against them.
-	var synced []toolscache.InformerSynced
 	for _, w := range []struct {
 		obj client.Object
 		h   toolscache.ResourceEventHandler
@@ -225,7 +224,6 @@ func (s *Store) Watch(ctx context.Context, c cache.Cache) error {
 		if err != nil {
 			return fmt.Errorf("watching %T: %w", w.obj, err)
 		}
-		synced = append(synced, reg.HasSynced)
 		if !toolscache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
 			return fmt.Errorf("waiting for the %T informer to sync: %w", w.obj, ctx.Err())
 		}

@@ -64,43 +64,8 @@ func migrate(files *resource.FilenameOptions, streams genericiooptions.IOStreams
 	var out [][]byte
 	var errs []error
 	for _, name := range names {
-		source, r := name, io.Reader(nil)
-		if name == "-" {
-			source, r = "<stdin>", streams.In
-		} else {
-			f, err := os.Open(name)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("reading %s: %w", name, err))
-				continue
-			}
-			defer f.Close()
-			r = f
-		}
-		reader := utilyaml.NewYAMLReader(bufio.NewReader(r))
-		for index := 1; ; index++ {
-			chunk, err := reader.Read()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			d := &document{source: source, index: index}
-			if err != nil {
-				errs = append(errs, &docError{d, err})
-				break
-			}
-			if len(bytes.TrimSpace(chunk)) == 0 {
-				index--
-				continue
-			}
-			migrated, warnings, err := migrateDocument(chunk)
-			if err != nil {
-				errs = append(errs, &docError{d, err})
-				continue
-			}
-			for _, w := range warnings {
-				fmt.Fprintf(streams.ErrOut, "Warning: %s: %s\n", d.where(), w)
-			}
-			out = append(out, migrated)
-		}
+		docs, ferrs := migrateFile(name, streams)
+		out, errs = append(out, docs...), append(errs, ferrs...)
 	}
 	if len(errs) > 0 {
 		return fail(errs...)
@@ -109,7 +74,9 @@ func migrate(files *resource.FilenameOptions, streams genericiooptions.IOStreams
 		if i > 0 {
 			fmt.Fprint(streams.Out, "---\n")
 		}
-		streams.Out.Write(doc)
+		if _, err := streams.Out.Write(doc); err != nil {
+			return err
+		}
 		if !bytes.HasSuffix(doc, []byte("\n")) {
 			fmt.Fprintln(streams.Out)
 		}
@@ -216,4 +183,48 @@ func remove(n *yamlv3.Node, key string) {
 			return
 		}
 	}
+}
+
+// migrateFile migrates every document of one file ("-": stdin), printing
+// warnings as it goes.
+func migrateFile(name string, streams genericiooptions.IOStreams) ([][]byte, []error) {
+	source, r := name, io.Reader(nil)
+	if name == "-" {
+		source, r = "<stdin>", streams.In
+	} else {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, []error{fmt.Errorf("reading %s: %w", name, err)}
+		}
+		defer f.Close()
+		r = f
+	}
+	var out [][]byte
+	var errs []error
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	for index := 1; ; index++ {
+		chunk, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		d := &document{source: source, index: index}
+		if err != nil {
+			errs = append(errs, &docError{d, err})
+			break
+		}
+		if len(bytes.TrimSpace(chunk)) == 0 {
+			index--
+			continue
+		}
+		migrated, warnings, err := migrateDocument(chunk)
+		if err != nil {
+			errs = append(errs, &docError{d, err})
+			continue
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(streams.ErrOut, "Warning: %s: %s\n", d.where(), w)
+		}
+		out = append(out, migrated)
+	}
+	return out, errs
 }

@@ -30,10 +30,15 @@ func main() {
 		fmt.Fprintf(os.Stderr, "podpreset-webhook: %v\n", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, opts); err != nil {
+	if err := serve(opts); err != nil {
 		fmt.Fprintf(os.Stderr, "podpreset-webhook: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// serve runs the server until SIGINT or SIGTERM.
+func serve(opts Options) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, opts)
 }

@@ -216,7 +216,7 @@ func (ws *webhookSetup) register(mgr manager.Manager, opts Options, tenancy *sou
 		if err := mgr.Add(ws.loader); err != nil {
 			return fmt.Errorf("adding the certificate loader: %w", err)
 		}
-		if err := mgr.Add(rotator); err != nil {
+		if err := rotator.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("adding the certificate rotator: %w", err)
 		}
 	case CertModeExternal:

@@ -39,12 +39,17 @@ func main() {
 	once := flag.Bool("once", false, "stop after printing the summary")
 	verbose := flag.Bool("v", false, "print the servers' logs")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *once, *verbose, os.Stdout); err != nil {
+	if err := runUntilSignalled(*once, *verbose); err != nil {
 		fmt.Fprintf(os.Stderr, "make run: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// runUntilSignalled runs until SIGINT or SIGTERM (or once).
+func runUntilSignalled(once, verbose bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, once, verbose, os.Stdout)
 }
 
 func run(ctx context.Context, once, verbose bool, out io.Writer) error {
@@ -61,7 +66,11 @@ func run(ctx context.Context, once, verbose bool, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer c.Stop()
+	defer func() {
+		if err := c.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "make run: stopping the control plane: %v\n", err)
+		}
+	}()
 	fmt.Fprintln(out, "Starting Consul and Vault dev servers on 127.0.0.1...")
 	consul, err := cluster.StartConsul(ctx, root, logs)
 	if err != nil {
@@ -77,7 +86,11 @@ func run(ctx context.Context, once, verbose bool, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintf(os.Stderr, "make run: %v\n", err)
+		}
+	}()
 	srcCfg, err := sourcesConfig(dir, consul, vault)
 	if err != nil {
 		return err

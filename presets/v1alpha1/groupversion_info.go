@@ -23,8 +23,9 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
@@ -32,11 +33,20 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "podpreset.dev", Version: "v1alpha1"}
 
 	// SchemeBuilder registers the kinds of this API with a runtime.Scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds the kinds of this API to a runtime.Scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
 )
+
+// addKnownTypes registers every kind of the API and its list.
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion,
+		&PodPreset{}, &PodPresetList{}, &ClusterPodPreset{}, &ClusterPodPresetList{},
+		&PodPresetPolicy{}, &PodPresetPolicyList{})
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}
 
 // Kind names, as they appear in the podpreset.dev/applied annotation.
 const (

@@ -2,14 +2,15 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // Object is a PodPreset or a ClusterPodPreset: what every caller that
 // handles both (the webhook, the controllers, the CLI) needs of either.
 // +kubebuilder:object:generate=false
 type Object interface {
-	client.Object
+	metav1.Object
+	runtime.Object
 	// PresetKind is KindPodPreset or KindClusterPodPreset (TypeMeta may be
 	// empty on a typed object).
 	PresetKind() string

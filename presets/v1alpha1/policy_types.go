@@ -165,7 +165,3 @@ type PodPresetPolicyList struct {
 	// items are the PodPresetPolicies.
 	Items []PodPresetPolicy `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&PodPresetPolicy{}, &PodPresetPolicyList{})
-}

@@ -437,7 +437,3 @@ type ClusterPodPresetList struct {
 	// items are the ClusterPodPresets.
 	Items []ClusterPodPreset `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&PodPreset{}, &PodPresetList{}, &ClusterPodPreset{}, &ClusterPodPresetList{})
-}

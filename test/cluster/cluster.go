@@ -120,7 +120,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	c := &Cluster{Root: opts.Root, dir: dir, logs: logs}
 	defer func() {
 		if err != nil {
-			c.Stop()
+			err = errors.Join(err, c.Stop())
 		}
 	}()
 	c.env = &envtest.Environment{
@@ -507,7 +507,9 @@ func (c *Cluster) Stop() error {
 		}
 	}
 	if c.dir != "" {
-		os.RemoveAll(c.dir)
+		if err := os.RemoveAll(c.dir); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -516,6 +518,7 @@ func (c *Cluster) Stop() error {
 // prefixed with its name, to a writer.
 type process struct {
 	name string
+	out  io.Writer // its output, and what went wrong stopping it
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
@@ -544,7 +547,7 @@ func startProcess(ctx context.Context, name string, out io.Writer, env []string,
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	p := &process{name: name, cmd: cmd, done: make(chan struct{}), out: out}
 	p.copy.Add(1)
 	go func() {
 		defer p.copy.Done()
@@ -562,7 +565,7 @@ func startProcess(ctx context.Context, name string, out io.Writer, env []string,
 	go func() {
 		select {
 		case <-ctx.Done():
-			p.stop()
+			p.halt()
 		case <-p.done:
 		}
 	}()
@@ -580,19 +583,31 @@ func (p *process) exited() bool {
 
 func (p *process) wait() error { <-p.done; return p.err }
 
-// stop sends SIGTERM, then SIGKILL after 10 seconds.
+// stop sends SIGINT, then SIGKILL after 10 seconds, and waits for the
+// process to exit. The error says it had to be killed.
 func (p *process) stop() error {
 	if p.exited() {
 		return nil
 	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil && !p.exited() {
+		return fmt.Errorf("interrupting %s: %w", p.name, err)
+	}
 	select {
 	case <-p.done:
+		return nil
 	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
+		err := p.cmd.Process.Kill()
 		<-p.done
+		return fmt.Errorf("%s did not stop within 10s of SIGINT and was killed (%v)", p.name, err)
 	}
-	return nil
+}
+
+// halt stops the process and writes what went wrong into its output:
+// for stops that nobody waits on.
+func (p *process) halt() {
+	if err := p.stop(); err != nil {
+		fmt.Fprintf(p.out, "[%s] %v\n", p.name, err)
+	}
 }
 
 func freePort() (int, error) {
@@ -612,7 +627,7 @@ type Process struct {
 }
 
 // Stop stops it.
-func (p *Process) Stop() { p.proc.stop() }
+func (p *Process) Stop() error { return p.proc.stop() }
 
 // StartProcess starts the webhook binary with args, the cluster's
 // kubeconfig and health and metrics ports of its own (not as a replica the
@@ -634,7 +649,7 @@ func (c *Cluster) StartProcess(ctx context.Context, name, binary string, out io.
 		return nil, err
 	}
 	if err := waitHTTP(p, "http://127.0.0.1:"+strconv.Itoa(ports[0])+"/readyz", func(string) bool { return true }); err != nil {
-		p.stop()
+		p.halt()
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return &Process{MetricsAddr: "127.0.0.1:" + strconv.Itoa(ports[1]), proc: p}, nil

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -79,8 +80,7 @@ func StartConsul(ctx context.Context, root string, logs io.Writer) (*Consul, err
 	}
 	c.args = append(c.args, "-http-port="+strconv.Itoa(ports[0]))
 	if err := c.Start(ctx); err != nil {
-		os.RemoveAll(c.dir)
-		return nil, err
+		return nil, errors.Join(err, os.RemoveAll(c.dir))
 	}
 	return c, nil
 }
@@ -94,19 +94,21 @@ func (c *Consul) Start(ctx context.Context) error {
 	}
 	c.proc = p
 	if err := waitHTTP(p, "http://"+c.Addr+"/v1/status/leader", func(body string) bool { return len(body) > 2 }); err != nil {
-		p.stop()
+		p.halt()
 		return fmt.Errorf("consul: %w", err)
 	}
 	return nil
 }
 
 // Halt stops Consul, keeping its ports for Start.
-func (c *Consul) Halt() { c.proc.stop() }
+func (c *Consul) Halt() { c.proc.halt() }
 
 // Stop stops Consul and removes its data.
 func (c *Consul) Stop() {
-	c.proc.stop()
-	os.RemoveAll(c.dir)
+	c.proc.halt()
+	if err := os.RemoveAll(c.dir); err != nil {
+		fmt.Fprintf(c.logs, "[consul] removing %s: %v\n", c.dir, err)
+	}
 }
 
 // StartVault starts bin/vault in dev mode (in memory, unsealed, KV v2 at
@@ -147,14 +149,14 @@ func (v *Vault) Start(ctx context.Context) error {
 	}
 	v.proc = p
 	if err := waitHTTP(p, v.Addr+"/v1/sys/health", func(string) bool { return true }); err != nil {
-		p.stop()
+		p.halt()
 		return fmt.Errorf("vault: %w", err)
 	}
 	return nil
 }
 
 // Stop stops Vault; its storage was in memory.
-func (v *Vault) Stop() { v.proc.stop() }
+func (v *Vault) Stop() { v.proc.halt() }
 
 // freePorts returns n free loopback ports.
 func freePorts(n int) ([]int, error) {
@@ -237,8 +239,7 @@ acl { enabled = true, default_policy = "deny", tokens { initial_management = %q 
 	c.args = append(c.args, "-hcl", hcl)
 	p, err := startProcess(ctx, "consul-tls", c.logs, nil, c.bin, c.args...)
 	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
+		return nil, errors.Join(err, os.RemoveAll(dir))
 	}
 	c.proc = p
 	pool := x509.NewCertPool()

@@ -18,7 +18,7 @@ import (
 // Deployment could not run anyway; the tests run the same binary directly.
 func TestDefaultInstallIsAccepted(t *testing.T) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "podpreset-system"}}
-	if err := k8s.Create(t.Context(), ns); client.IgnoreAlreadyExists(err) != nil {
+	if err := client.IgnoreAlreadyExists(k8s.Create(t.Context(), ns)); err != nil {
 		t.Fatal(err)
 	}
 	out, _, err := cp.Kubectl(t.Context(), nil, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k", cp.Root+"/manifests/default")

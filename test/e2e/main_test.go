@@ -68,7 +68,11 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
-	defer cp.Stop()
+	defer func() {
+		if err := cp.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: stopping the control plane: %v\n", err)
+		}
+	}()
 	if webhookBin, err = cp.WebhookBinary(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
@@ -78,7 +82,11 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
-	defer os.RemoveAll(srcDir)
+	defer func() {
+		if err := os.RemoveAll(srcDir); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		}
+	}()
 	srcCfg, err := startSources(ctx, srcDir)
 	if consulSrv != nil {
 		defer consulSrv.Stop()

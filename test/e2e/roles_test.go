@@ -49,7 +49,11 @@ func TestSourcesControllerInItsOwnProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(proc.Stop)
+	t.Cleanup(func() {
+		if err := proc.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
 
 	ns := namespace(t, nil)
 	labels := map[string]string{"app": "split"}
