@@ -633,6 +633,18 @@ func TestSourcesSurviveOutages(t *testing.T) {
 		if err := cp.StopWebhook(); err != nil {
 			t.Fatal(err)
 		}
+		logFrom := len(webhookLog.String())
+		t.Cleanup(func() {
+			if t.Failed() {
+				// What the new process did about this preset and its
+				// errors (names and versions only: logs hold no value).
+				for _, line := range strings.Split(webhookLog.String()[logFrom:], "\n") {
+					if strings.Contains(line, ns) || strings.Contains(line, "error") {
+						t.Log(line)
+					}
+				}
+			}
+		})
 		if err := cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...); err != nil {
 			t.Fatal(err)
 		}
