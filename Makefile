@@ -14,6 +14,14 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 GOLANGCI_LINT  := $(BIN)/golangci-lint
 export GOFLAGS ?= -buildvcs=false
 
+# The image: make image, make image-push IMG=registry/name:tag.
+ARCH      ?= $(shell $(GO) env GOARCH)
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  := $(shell git rev-parse HEAD 2>/dev/null)
+CREATED   := $(shell git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
+IMAGE_REF ?= podpreset.local/podpreset-webhook:$(VERSION)
+IMAGE_OUT := $(CURDIR)/_output/image
+
 # Where controller-gen reads markers and writes CRDs, RBAC and webhook
 # configurations.
 API_PATHS := ./presets/...
@@ -30,6 +38,18 @@ help: ## List the targets.
 .PHONY: build
 build: ## Build podpreset's binaries into bin/.
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+.PHONY: image
+image: ## Build the webhook image without Docker into _output/image (OCI layout and docker-save tarball).
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
+	  -o $(BIN)/linux_$(ARCH)/podpreset-webhook ./cmd/podpreset-webhook
+	$(GO) run ./hack/image webhook --binary $(BIN)/linux_$(ARCH)/podpreset-webhook --version $(VERSION) \
+	  --revision $(REVISION) --created $(CREATED) --arch $(ARCH) --ref $(IMAGE_REF) --out $(IMAGE_OUT)
+
+.PHONY: image-push
+image-push: image ## Push the image to IMG=registry/name:tag (credentials from docker login).
+	@test -n "$(IMG)" || { echo "make image-push IMG=registry/name:tag"; exit 1; }
+	$(GO) run ./hack/image push --layout $(IMAGE_OUT)/oci --to $(IMG)
 
 .PHONY: servers
 servers: ## Build etcd, kube-apiserver, kube-controller-manager and kubectl into bin/ (once).

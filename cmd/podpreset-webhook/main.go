@@ -18,9 +18,16 @@ import (
 	"github.com/spf13/pflag"
 )
 
+// version is set at build time (make image: -X main.version=...).
+var version = "dev"
+
 func main() {
 	opts, err := parseFlags(os.Args[1:])
 	if errors.Is(err, pflag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err == nil && opts.ShowVersion {
+		fmt.Println("podpreset-webhook", version)
 		os.Exit(0)
 	}
 	if err == nil {

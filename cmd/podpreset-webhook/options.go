@@ -72,6 +72,9 @@ type Options struct {
 	// empty turns sources off (presets that read them are refused).
 	SourcesConfig string
 
+	// ShowVersion prints the version and exits.
+	ShowVersion bool
+
 	// MaxInFlight and MaxInFlightBytes bound the admission requests served
 	// at once, in number and in request bytes; beyond them a request is
 	// answered 429 at once.
@@ -134,6 +137,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.StringVar(&o.Role, "role", o.Role, "all: the webhook, and the sources controller with --sources-config; webhook: the webhook only; sources: the sources controller only (a Deployment of its own, so that the webhook's service account needs no access to Secrets)")
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "requests per second to the API server (the sources controller writes a ConfigMap or Secret and a status per change)")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "burst of requests to the API server")
+	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
 	fs.Int64Var(&o.MaxInFlight, "max-inflight", o.MaxInFlight, "admission requests served at once; more are answered 429 at once")
 	fs.Int64Var(&o.MaxInFlightBytes, "max-inflight-bytes", o.MaxInFlightBytes, "bytes of admission request bodies held at once (a pod review is at most 4 MiB); more are answered 429 at once")
 	fs.StringVar(&o.Host, "host", "", "address the webhook server listens on (default all)")
