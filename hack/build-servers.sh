@@ -2,16 +2,22 @@
 # Builds the real servers the e2e tests run, from pinned module versions
 # through the Go module proxy (release downloads are not reachable here),
 # into bin/:
-#   kube-apiserver, kube-controller-manager, kubectl   (hack/kube, one go build)
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
+#   kubectl                                           (hack/kube, one go build)
 #   etcd                                              (hack/etcd)
 #   consul v1.13.9, vault v1.13.0                     (hack/consul, hack/vault)
+#   containerd v2.4.2, containerd-shim-runc-v2, ctr,
+#   runc v1.5.3, CNI bridge, host-local, loopback     (hack/containerd, hack/runc,
+#                                                      hack/cni: group node)
+# runc needs cgo and libseccomp: when Debian's libseccomp-dev is missing and
+# this runs as root, it is installed with apt-get (and the script says so).
 # Idempotent: a stamp file per group records the pinned version and the
 # hash of its go.sum; a group whose stamp matches is not built again. The Go
 # build cache makes a rebuild after a pin change quick for unchanged packages.
 # Cold, the Kubernetes group takes about 10 to 15 minutes on 2 cores.
 #
-# Usage: hack/build-servers.sh [etcd] [kube] [consul] [vault]
-#        (default: all four)
+# Usage: hack/build-servers.sh [etcd] [kube] [consul] [vault] [node]
+#        (default: all five)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,7 +43,7 @@ up_to_date() { # group dir binaries...
 }
 
 build_kube() {
-  local bins=(kube-apiserver kube-controller-manager kubectl)
+  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
   if up_to_date kube kube "${bins[@]}"; then
     log "kube: ${bins[*]} $kube_version up to date in bin/"
     return
@@ -54,6 +60,8 @@ build_kube() {
   (cd "$root/hack/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubelet \
     k8s.io/kubernetes/cmd/kubectl) || die "go build of Kubernetes $kube_version in hack/kube"
   local version
   version=$("$bin/kube-apiserver" --version 2>&1) || die "bin/kube-apiserver does not run: $version"
@@ -84,14 +92,57 @@ build_module() {
   log "$group: built in $((SECONDS - start))s: $version"
 }
 
+# build_node builds the node's runtime: containerd (with its runc shim and
+# ctr), runc (cgo, with libseccomp) and the CNI plugins.
+build_node() {
+  local bins=(containerd containerd-shim-runc-v2 ctr runc cni/bridge cni/host-local cni/loopback)
+  local sum
+  sum=$(cat "$root"/hack/{containerd,runc,cni}/go.{mod,sum} | sha256sum | cut -c1-16)
+  local present=yes
+  for b in "${bins[@]}"; do [[ -x $bin/$b ]] || present=; done
+  if [[ -n $present && -f $bin/.stamp-node && "$(cat "$bin/.stamp-node")" == "node $sum" ]]; then
+    log "node: ${bins[*]} up to date in bin/"
+    return
+  fi
+  if ! dpkg -s libseccomp-dev >/dev/null 2>&1; then
+    [[ $(id -u) == 0 ]] || die "runc needs Debian's libseccomp-dev: apt-get install libseccomp-dev (as root)"
+    log "node: installing Debian's libseccomp-dev with apt-get (runc links libseccomp)..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp-dev >/dev/null 2>&1 || \
+      { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp-dev >/dev/null 2>&1; } || \
+      die "apt-get install libseccomp-dev"
+  fi
+  log "node: building containerd v2.4.2, runc v1.5.3 and the CNI plugins (cold: about 4 minutes on 2 cores)..."
+  local start=$SECONDS
+  mkdir -p "$bin/cni"
+  (cd "$root/hack/containerd" && CGO_ENABLED=0 go build -trimpath -tags 'no_btrfs no_devmapper no_zfs no_aufs' \
+    -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=v2.4.2" -o "$bin/" \
+    github.com/containerd/containerd/v2/cmd/containerd \
+    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+    github.com/containerd/containerd/v2/cmd/ctr) || die "go build of containerd in hack/containerd"
+  (cd "$root/hack/runc" && CGO_ENABLED=1 go build -trimpath -tags seccomp -ldflags "-X main.version=1.5.3" -o "$bin/runc" \
+    github.com/opencontainers/runc) || die "go build of runc in hack/runc"
+  (cd "$root/hack/cni" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/cni/" \
+    github.com/containernetworking/plugins/plugins/main/bridge \
+    github.com/containernetworking/plugins/plugins/ipam/host-local \
+    github.com/containernetworking/plugins/plugins/main/loopback) || die "go build of the CNI plugins in hack/cni"
+  local out
+  out=$("$bin/containerd" --version 2>&1) || die "bin/containerd does not run: $out"
+  [[ $out == *v2.4.2* ]] || die "bin/containerd reports '$out', want v2.4.2"
+  out=$("$bin/runc" --version 2>&1) || die "bin/runc does not run: $out"
+  [[ $out == *libseccomp* ]] || die "bin/runc has no seccomp: $out"
+  echo "node $sum" > "$bin/.stamp-node"
+  log "node: built in $((SECONDS - start))s: containerd v2.4.2, runc 1.5.3, CNI plugins v1.10.0"
+}
+
 groups=("$@")
-[[ ${#groups[@]} -gt 0 ]] || groups=(etcd kube consul vault)
+[[ ${#groups[@]} -gt 0 ]] || groups=(etcd kube consul vault node)
 for g in "${groups[@]}"; do
   case $g in
     kube) build_kube ;;
     etcd) build_module etcd etcd "etcd Version: 3\.7\.0" --version ;;
     consul) build_module consul consul "Consul v1\.13\.9" version ;;
     vault) build_module vault vault "Vault v1\.13\.0" version ;;
-    *) die "unknown group $g (want etcd, kube, consul or vault)" ;;
+    node) build_node ;;
+    *) die "unknown group $g (want etcd, kube, consul, vault or node)" ;;
   esac
 done

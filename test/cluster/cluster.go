@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +70,7 @@ type Cluster struct {
 	kcm      *process
 	replicas []*replica
 	logs     io.Writer
+	node     *node
 }
 
 // replica is one webhook process and where it listens.
@@ -91,6 +93,12 @@ type Options struct {
 	// FailurePolicy overrides the pod webhook's failurePolicy (Ignore in
 	// the manifests) when set.
 	FailurePolicy admissionregistrationv1.FailurePolicyType
+	// Node adds a node (node.go): kubelet, kube-scheduler, containerd,
+	// runc and a CNI bridge, and the controllers pods need; pods run. The
+	// webhook is then installed as a Deployment by the caller, so the
+	// loopback webhook configurations of the replicas are not installed.
+	// Needs root.
+	Node bool
 }
 
 // Binaries the control plane needs in bin/.
@@ -100,7 +108,12 @@ var binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "ku
 // and kube-controller-manager if asked. Stop it with Stop.
 func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	bin := filepath.Join(opts.Root, "bin")
-	for _, b := range binaries {
+	need := binaries
+	if opts.Node {
+		need = append(slices.Clone(binaries), nodeBinaries...)
+		opts.ControllerManager = true
+	}
+	for _, b := range need {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
 			return nil, fmt.Errorf("bin/%s is missing: run hack/build-servers.sh (make test does): %w", b, err)
 		}
@@ -128,6 +141,17 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		CRDDirectoryPaths:     []string{filepath.Join(opts.Root, "manifests", "crd")},
 		ErrorIfCRDPathMissing: true,
 	}
+	var nodeNet nodeNetwork
+	if opts.Node {
+		if nodeNet, err = pickNetwork(); err != nil {
+			return nil, err
+		}
+		c.node = &node{net: nodeNet, dir: filepath.Join(dir, "node")}
+		if err := setupLinks(nodeNet); err != nil {
+			return nil, fmt.Errorf("the node's network: %w", err)
+		}
+		c.env.ControlPlane.APIServer = nodeAPIServer(nodeNet)
+	}
 	if c.Config, err = c.env.Start(); err != nil {
 		return nil, fmt.Errorf("starting etcd and kube-apiserver: %w", err)
 	}
@@ -141,8 +165,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 		c.replicas = append(c.replicas, r)
 	}
-	if err := c.installWebhooks(ctx, mutating[0], validating[0], opts.FailurePolicy); err != nil {
-		return nil, err
+	if !opts.Node {
+		if err := c.installWebhooks(ctx, mutating[0], validating[0], opts.FailurePolicy); err != nil {
+			return nil, err
+		}
 	}
 	user, err := c.env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
@@ -157,16 +183,31 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	if opts.ControllerManager {
+		controllers := "deployment-controller,replicaset-controller,garbage-collector-controller"
+		args := []string{"--kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
+			"--use-service-account-credentials=false", "--concurrent-deployment-syncs=2", "--concurrent-replicaset-syncs=2"}
+		if opts.Node {
+			// Pods need their service account and the cluster's CA
+			// (projected into every pod), Services their endpoints, an
+			// uninstall its namespace deleted, and the node its not-ready
+			// taint lifted once it is ready.
+			controllers += ",serviceaccount-controller,root-ca-certificate-publisher-controller,endpoints-controller," +
+				"endpointslice-controller,namespace-controller,disruption-controller,node-lifecycle-controller"
+			caFile := filepath.Join(dir, "ca.crt")
+			if err := os.WriteFile(caFile, c.env.ControlPlane.APIServer.SecureServing.CA, 0o644); err != nil {
+				return nil, err
+			}
+			args = append(args, "--root-ca-file="+caFile)
+		}
 		c.kcm, err = startProcess(ctx, "kube-controller-manager", logs, nil, filepath.Join(bin, "kube-controller-manager"),
-			"--kubeconfig="+c.Kubeconfig,
-			"--controllers=deployment-controller,replicaset-controller,garbage-collector-controller",
-			"--leader-elect=false",
-			"--secure-port=0",
-			"--use-service-account-credentials=false",
-			"--concurrent-deployment-syncs=2", "--concurrent-replicaset-syncs=2",
-		)
+			append(args, "--controllers="+controllers)...)
 		if err != nil {
 			return nil, err
+		}
+	}
+	if opts.Node {
+		if err := c.startNode(ctx, nodeNet); err != nil {
+			return nil, fmt.Errorf("starting the node: %w", err)
 		}
 	}
 	return c, nil
@@ -496,14 +537,28 @@ func (c *Cluster) Stop() error {
 			errs = append(errs, err)
 		}
 	}
+	if c.node != nil {
+		start := time.Now()
+		if err := c.stopNode(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping the node: %w", err))
+		}
+		fmt.Fprintf(c.logs, "[cluster] node stopped in %s\n", time.Since(start).Round(time.Millisecond))
+	}
 	if c.kcm != nil {
 		if err := c.kcm.stop(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if c.env != nil {
+		start := time.Now()
+		defer func() { fmt.Fprintf(c.logs, "[cluster] control plane stopped in %s\n", time.Since(start).Round(time.Millisecond)) }()
 		if err := c.env.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stopping the control plane: %w", err))
+		}
+	}
+	if c.node != nil {
+		if err := removeLinks(); err != nil {
+			errs = append(errs, fmt.Errorf("removing the node's network: %w", err))
 		}
 	}
 	if c.dir != "" {
@@ -653,4 +708,20 @@ func (c *Cluster) StartProcess(ctx context.Context, name, binary string, out io.
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return &Process{MetricsAddr: "127.0.0.1:" + strconv.Itoa(ports[1]), proc: p}, nil
+}
+
+// nodeAPIServer is the API server of a cluster with a node: on the host
+// address, port 443, which is also the kubernetes Service's ClusterIP, with
+// the ServiceAccount admission plugin (pods get their tokens) and webhook
+// Services dialled at their endpoints.
+func nodeAPIServer(n nodeNetwork) *envtest.APIServer {
+	api := &envtest.APIServer{StopTimeout: time.Minute}
+	api.SecureServing.Address, api.SecureServing.Port = n.HostIP.String(), "443"
+	api.Configure().
+		Set("advertise-address", n.HostIP.String()).
+		Set("kubelet-preferred-address-types", "InternalIP").
+		Set("service-cluster-ip-range", n.ServiceCIDR.String()).
+		Set("enable-aggregator-routing", "true").
+		Disable("disable-admission-plugins")
+	return api
 }

@@ -576,6 +576,9 @@ func TestSourcesSurviveOutages(t *testing.T) {
 	waitForPreset(t, ns, labels, "PodPreset/res@1")
 
 	t.Run("consul", func(t *testing.T) {
+		// The status keeps whole seconds; Consul fails requests from the
+		// moment it is told to stop.
+		stoppedAt := time.Now().Truncate(time.Second)
 		consulSrv.Halt()
 		restarted := false
 		t.Cleanup(func() {
@@ -583,7 +586,6 @@ func TestSourcesSurviveOutages(t *testing.T) {
 				_ = consulSrv.Start(context.Background())
 			}
 		})
-		stoppedAt := time.Now()
 		sourcesCondition(t, pp, metav1.ConditionFalse, 20*time.Second)
 		// A stopping agent first answers 500 (no leader), then nothing.
 		eventually(t, 20*time.Second, func() error {
@@ -591,7 +593,7 @@ func TestSourcesSurviveOutages(t *testing.T) {
 				return err
 			}
 			src := sourceStatus(t, &pp.Status, "consul:"+base+"mode")
-			if !strings.Contains(src.LastError, "consul unreachable") || src.LastErrorTime == nil || src.LastErrorTime.Time.Before(stoppedAt.Add(-time.Second)) {
+			if !strings.Contains(src.LastError, "consul unreachable") || src.LastErrorTime == nil || src.LastErrorTime.Time.Before(stoppedAt) {
 				return fmt.Errorf("the status says %q since %v, want consul unreachable since the stop at %s", src.LastError, src.LastErrorTime, stoppedAt)
 			}
 			return nil
