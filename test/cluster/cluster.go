@@ -551,7 +551,9 @@ func (c *Cluster) Stop() error {
 	}
 	if c.env != nil {
 		start := time.Now()
-		defer func() { fmt.Fprintf(c.logs, "[cluster] control plane stopped in %s\n", time.Since(start).Round(time.Millisecond)) }()
+		defer func() {
+			fmt.Fprintf(c.logs, "[cluster] control plane stopped in %s\n", time.Since(start).Round(time.Millisecond))
+		}()
 		if err := c.env.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stopping the control plane: %w", err))
 		}

@@ -40,6 +40,8 @@ var (
 	webhookImage = "podpreset.local/podpreset-webhook:test"
 	// logs holds what every server printed.
 	logs cluster.Buffer
+	// installed is the overlay installed last.
+	installed string
 )
 
 func TestMain(m *testing.M) {
@@ -90,7 +92,21 @@ func runMain(m *testing.M) int {
 			return 1
 		}
 		fmt.Fprintf(os.Stderr, "node: control plane, node and images up in %s\n", time.Since(start).Round(time.Millisecond))
-		return m.Run()
+		t0 := time.Now()
+		if err := applyOverlay(ctx, installOverlay, webhookDeploy); err != nil {
+			fmt.Fprintf(os.Stderr, "node: kubectl apply --server-side -k %s: %v\n%s", installOverlay, err, tail(logs.String(), 80))
+			return 1
+		}
+		installed = installOverlay
+		fmt.Fprintf(os.Stderr, "node: %s installed and rolled out in %s\n", installOverlay, time.Since(t0).Round(time.Millisecond))
+		code := m.Run()
+		t0 = time.Now()
+		if err := uninstall(ctx, installed); err != nil {
+			fmt.Fprintf(os.Stderr, "node: uninstalling %s: %v\n", installed, err)
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "node: kubectl delete -k %s removed everything in %s; a pod created afterwards ran without presets\n", installed, time.Since(t0).Round(time.Millisecond))
+		return code
 	}()
 	stopStart := time.Now()
 	if err := cp.Stop(); err != nil {

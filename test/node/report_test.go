@@ -23,7 +23,7 @@ func reportPod(name, ns string, labels map[string]string, paths ...string) *core
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: new(int64),
-			Containers: []corev1.Container{{Name: "app", Image: cluster.ReportImage, Args: args}},
+			Containers:                    []corev1.Container{{Name: "app", Image: cluster.ReportImage, Args: args}},
 		},
 	}
 }

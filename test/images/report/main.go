@@ -7,7 +7,9 @@
 // SHA-256 only, so a test compares them with the Secret without printing
 // them.
 //
-//	report [--interval 2s] [--path DIR]... [--once]
+//	report [--interval 2s] [--path DIR]... [--mounts] [--once]
+//	    (--mounts: every volume mounted into the container, found in
+//	    /proc/self/mountinfo: what presets injected too)
 //	report write FILE LINE...   (for init containers: write LINEs to FILE)
 package main
 
@@ -43,9 +45,14 @@ func main() {
 	once := flag.Bool("once", false, "report once and exit")
 	var paths []string
 	flag.Func("path", "a file or directory to report (repeatable)", func(s string) error { paths = append(paths, s); return nil })
+	mounts := flag.Bool("mounts", false, "report every volume mounted into the container")
 	flag.Parse()
 	for n := 1; ; n++ {
-		report(n, paths)
+		all := paths
+		if *mounts {
+			all = append(slices.Clone(paths), volumeMounts()...)
+		}
+		report(n, all)
 		if *once {
 			return
 		}
@@ -144,4 +151,34 @@ func verifyTLS(dir string) (string, bool) {
 		return fail(err)
 	}
 	return fmt.Sprintf("verified cn=%s serial=%x notAfter=%s", c.Subject.CommonName, c.SerialNumber, c.NotAfter.UTC().Format(time.RFC3339)), true
+}
+
+// volumeMounts lists the mount points of the container's volumes: every
+// mount but the root, the kernel's file systems, the files the kubelet
+// writes (hosts, hostname, resolv.conf, termination-log) and the service
+// account token.
+func volumeMounts() []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		p := f[4]
+		switch {
+		case p == "/", strings.HasPrefix(p, "/proc"), strings.HasPrefix(p, "/sys"), strings.HasPrefix(p, "/dev"),
+			p == "/etc/hosts", p == "/etc/hostname", p == "/etc/resolv.conf",
+			strings.HasPrefix(p, "/var/run/secrets/kubernetes.io"), strings.HasPrefix(p, "/run/secrets/kubernetes.io"):
+			continue
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
