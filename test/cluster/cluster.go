@@ -538,6 +538,18 @@ func (c *Cluster) Stop() error {
 		}
 	}
 	if c.node != nil {
+		// Nothing recreates or schedules the pods the node is about to
+		// remove.
+		if c.kcm != nil {
+			if err := c.kcm.stop(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if c.node.sched != nil {
+			if err := c.node.sched.stop(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		start := time.Now()
 		if err := c.stopNode(); err != nil {
 			errs = append(errs, fmt.Errorf("stopping the node: %w", err))

@@ -407,7 +407,7 @@ func (c *Cluster) stopNode() error {
 	}
 	for _, p := range []*process{nd.sched, nd.kubelet} {
 		if p != nil {
-			errs = append(errs, p.stop())
+			errs = append(errs, p.stop()) // nil when already stopped
 		}
 	}
 	if nd.containerd != nil {
