@@ -48,7 +48,7 @@ type Vault struct {
 
 // consulDev prepares a Consul dev agent on free loopback ports: ports[0]
 // is for its HTTP(S) API, which the caller adds to its arguments.
-func consulDev(root, name string, logs io.Writer) (*Consul, []int, error) {
+func consulDev(root, name, host string, logs io.Writer) (*Consul, []int, error) {
 	bin := filepath.Join(root, "bin", "consul")
 	if _, err := os.Stat(bin); err != nil {
 		return nil, nil, fmt.Errorf("bin/consul is missing: run hack/build-servers.sh (make test does): %w", err)
@@ -64,8 +64,8 @@ func consulDev(root, name string, logs io.Writer) (*Consul, []int, error) {
 	if logs == nil {
 		logs = io.Discard
 	}
-	return &Consul{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), dir: dir, bin: bin, logs: logs, args: []string{"agent", "-dev",
-		"-bind=127.0.0.1", "-client=127.0.0.1", "-data-dir=" + dir,
+	return &Consul{Addr: host + ":" + strconv.Itoa(ports[0]), dir: dir, bin: bin, logs: logs, args: []string{"agent", "-dev",
+		"-bind=127.0.0.1", "-client=" + host, "-data-dir=" + dir,
 		"-server-port=" + strconv.Itoa(ports[1]),
 		"-serf-lan-port=" + strconv.Itoa(ports[2]), "-serf-wan-port=" + strconv.Itoa(ports[3]),
 		"-dns-port=-1", "-grpc-port=-1"}}, ports, nil
@@ -74,7 +74,13 @@ func consulDev(root, name string, logs io.Writer) (*Consul, []int, error) {
 // StartConsul starts bin/consul in dev mode on free loopback ports and
 // waits until it has a leader.
 func StartConsul(ctx context.Context, root string, logs io.Writer) (*Consul, error) {
-	c, ports, err := consulDev(root, "consul", logs)
+	return StartConsulOn(ctx, root, "127.0.0.1", logs)
+}
+
+// StartConsulOn starts bin/consul in dev mode with its HTTP API on host
+// (an address of this machine: the node's, for pods to reach it).
+func StartConsulOn(ctx context.Context, root, host string, logs io.Writer) (*Consul, error) {
+	c, ports, err := consulDev(root, "consul", host, logs)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +121,12 @@ func (c *Consul) Stop() {
 // secret/) on a free loopback port, with a random root token, and waits
 // until it is healthy.
 func StartVault(ctx context.Context, root string, logs io.Writer) (*Vault, error) {
+	return StartVaultOn(ctx, root, "127.0.0.1", logs)
+}
+
+// StartVaultOn starts bin/vault in dev mode listening on host (an address
+// of this machine: the node's, for pods to reach it).
+func StartVaultOn(ctx context.Context, root, host string, logs io.Writer) (*Vault, error) {
 	bin := filepath.Join(root, "bin", "vault")
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("bin/vault is missing: run hack/build-servers.sh (make test does): %w", err)
@@ -130,10 +142,10 @@ func StartVault(ctx context.Context, root string, logs io.Writer) (*Vault, error
 	if logs == nil {
 		logs = io.Discard
 	}
-	v := &Vault{Addr: "http://127.0.0.1:" + strconv.Itoa(port), RootToken: "root-" + hex.EncodeToString(tok), bin: bin, logs: logs}
+	v := &Vault{Addr: "http://" + host + ":" + strconv.Itoa(port), RootToken: "root-" + hex.EncodeToString(tok), bin: bin, logs: logs}
 	// The root token is passed as a flag: it is a throwaway dev server's.
 	v.args = []string{"server", "-dev", "-dev-no-store-token",
-		"-dev-listen-address=127.0.0.1:" + strconv.Itoa(port), "-dev-root-token-id=" + v.RootToken}
+		"-dev-listen-address=" + host + ":" + strconv.Itoa(port), "-dev-root-token-id=" + v.RootToken}
 	if err := v.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -207,7 +219,7 @@ type SecureConsul struct {
 // certificate for 127.0.0.1 written into a temporary directory) and ACLs
 // in default-deny mode, and waits until it has a leader.
 func StartSecureConsul(ctx context.Context, root string, logs io.Writer) (*SecureConsul, error) {
-	c, ports, err := consulDev(root, "consul-tls", logs)
+	c, ports, err := consulDev(root, "consul-tls", "127.0.0.1", logs)
 	if err != nil {
 		return nil, err
 	}

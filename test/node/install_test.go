@@ -115,16 +115,20 @@ func TestInstallRunsOnTheNode(t *testing.T) {
 }
 
 // waitForPreset waits until the webhook applies a preset to a pod with
-// these labels, probing with server-side dry-run creations.
+// these labels, probing with server-side dry-run creations: ten in a row,
+// as the API server picks one of the replicas for each, and each replica's
+// cache receives the preset on its own.
 func waitForPreset(t *testing.T, ns string, labels map[string]string, ref string) {
 	t.Helper()
 	eventually(t, 30*time.Second, func() error {
-		probe := reportPod("probe", ns, labels)
-		if err := k8s.Create(t.Context(), probe, client.DryRunAll); err != nil {
-			return err
-		}
-		if got := probe.Annotations["podpreset.dev/applied"]; !strings.Contains(got, ref) {
-			return fmt.Errorf("a pod labelled %v in %s got %q, not %s", labels, ns, got, ref)
+		for range 10 {
+			probe := reportPod("probe", ns, labels)
+			if err := k8s.Create(t.Context(), probe, client.DryRunAll); err != nil {
+				return err
+			}
+			if got := probe.Annotations["podpreset.dev/applied"]; !strings.Contains(got, ref) {
+				return fmt.Errorf("a pod labelled %v in %s got %q, not %s", labels, ns, got, ref)
+			}
 		}
 		return nil
 	})
