@@ -151,6 +151,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, fmt.Errorf("the node's network: %w", err)
 		}
 		c.env.ControlPlane.APIServer = nodeAPIServer(nodeNet)
+		// The kubelet's and the pods' watches make the API server's
+		// graceful stop longer than envtest's default 20 seconds.
+		c.env.ControlPlaneStopTimeout = time.Minute
 	}
 	if c.Config, err = c.env.Start(); err != nil {
 		return nil, fmt.Errorf("starting etcd and kube-apiserver: %w", err)
@@ -729,7 +732,7 @@ func (c *Cluster) StartProcess(ctx context.Context, name, binary string, out io.
 // the ServiceAccount admission plugin (pods get their tokens) and webhook
 // Services dialled at their endpoints.
 func nodeAPIServer(n nodeNetwork) *envtest.APIServer {
-	api := &envtest.APIServer{StopTimeout: time.Minute}
+	api := &envtest.APIServer{}
 	api.SecureServing.Address, api.SecureServing.Port = n.HostIP.String(), "443"
 	api.Configure().
 		Set("advertise-address", n.HostIP.String()).

@@ -15,7 +15,7 @@ import (
 
 // reportPod is a pod of the report workload, reporting the given paths.
 func reportPod(name, ns string, labels map[string]string, paths ...string) *corev1.Pod {
-	args := []string{"--interval=1s"}
+	args := []string{"--interval=1s", "--mounts"}
 	for _, p := range paths {
 		args = append(args, "--path="+p)
 	}

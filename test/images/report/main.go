@@ -87,10 +87,13 @@ func report(n int, paths []string) {
 			if err != nil {
 				return err
 			}
-			// Kubernetes' ..data and timestamped directories: the files
-			// are reported through their links.
-			if d.IsDir() && strings.HasPrefix(d.Name(), "..") {
-				return filepath.SkipDir
+			// Kubernetes' ..data link and timestamped directories: the
+			// files are reported through their own links.
+			if strings.HasPrefix(d.Name(), "..") {
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
 			}
 			if d.IsDir() {
 				return nil
