@@ -151,6 +151,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, fmt.Errorf("the node's network: %w", err)
 		}
 		c.env.ControlPlane.APIServer = nodeAPIServer(nodeNet)
+		c.env.ControlPlane.APIServer.Out, c.env.ControlPlane.APIServer.Err = prefixed("kube-apiserver", logs), prefixed("kube-apiserver", logs)
 		// The kubelet's and the pods' watches make the API server's
 		// graceful stop longer than envtest's default 20 seconds.
 		c.env.ControlPlaneStopTimeout = time.Minute
@@ -741,4 +742,17 @@ func nodeAPIServer(n nodeNetwork) *envtest.APIServer {
 		Set("enable-aggregator-routing", "true").
 		Disable("disable-admission-plugins")
 	return api
+}
+
+// prefixed writes lines to out with the name of their program in front.
+func prefixed(name string, out io.Writer) io.Writer {
+	r, w := io.Pipe()
+	go func() {
+		s := bufio.NewScanner(r)
+		s.Buffer(make([]byte, 64<<10), 1<<20)
+		for s.Scan() {
+			fmt.Fprintf(out, "[%s] %s\n", name, s.Text())
+		}
+	}()
+	return w
 }
