@@ -52,13 +52,14 @@ image-push: image ## Push the image to IMG=registry/name:tag (credentials from d
 	$(GO) run ./hack/image push --layout $(IMAGE_OUT)/oci --to $(IMG)
 
 .PHONY: servers
-servers: ## Build etcd, kube-apiserver, kube-controller-manager and kubectl into bin/ (once).
+servers: ## Build etcd, the Kubernetes servers and kubelet, Consul, Vault, containerd, runc and CNI into bin/ (once).
 	hack/build-servers.sh
 
 .PHONY: test
-test: servers ## Run every test: unit, handler, golden CLI, fuzz seeds and e2e on a real control plane.
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+test: servers ## Run every test: unit, handler, golden CLI, fuzz seeds, e2e on a real control plane, and the node tier (root).
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/node)
 	$(GO) test -count=1 -timeout 20m ./test/e2e/...
+	$(GO) test -count=1 -timeout 20m ./test/node/...
 
 .PHONY: bench
 bench: servers ## Run the benchmarks: engine, handler, and on the real control plane pod creation and webhook RSS.
@@ -106,7 +107,7 @@ verify: $(CONTROLLER_GEN) $(GOLANGCI_LINT) ## Fail on gofmt, go vet, golangci-li
 
 .PHONY: run
 run: servers ## Run the webhook on a local control plane with the examples, until Ctrl-C.
-	$(GO) run ./hack/localrun
+	$(GO) run ./hack/localrun --node=$(if $(filter 0,$(NODE)),false,true)
 
 $(CONTROLLER_GEN): hack/tools/go.mod hack/tools/go.sum
 	cd hack/tools && $(GO) build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen

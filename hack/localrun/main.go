@@ -1,11 +1,20 @@
 // Command localrun is `make run`: it starts a local control plane (etcd,
-// kube-apiserver, kube-controller-manager, built into bin/ by
-// hack/build-servers.sh) and Consul and Vault dev servers, runs the
-// podpreset-webhook binary against them, writes the examples' values into
-// Consul and Vault (their seed.sh), applies every example in
-// manifests/examples with kubectl, prints what the pods received and what was
-// materialised, and keeps running until Ctrl-C so that you can try your own
-// presets with the kubeconfig it prints. --once stops after the summary.
+// kube-apiserver, kube-controller-manager, kube-scheduler) with a node
+// (kubelet, containerd, runc, a CNI bridge on this machine only), all built
+// into bin/ by hack/build-servers.sh, and Consul and Vault dev servers;
+// builds the webhook image as make image does and installs podpreset with
+// Consul and Vault sources as Deployments on the node (hack/local/sources:
+// manifests/sources with that image); writes the examples' values into
+// Consul and Vault (their seed.sh); applies every example in
+// manifests/examples, whose workloads run a report image that prints what
+// each container received; prints those reports (values from Secrets and
+// Vault as digests) and what was materialised; and keeps running until
+// Ctrl-C so that you can try your own presets with the kubeconfig it
+// prints. --once stops after the summary.
+//
+// The node needs root. --node=false (make run NODE=0) runs the webhook as
+// a process on loopback instead, with no node: pods are then created but
+// never run, and the summary shows their specs.
 package main
 
 import (
@@ -38,20 +47,25 @@ import (
 func main() {
 	once := flag.Bool("once", false, "stop after printing the summary")
 	verbose := flag.Bool("v", false, "print the servers' logs")
+	node := flag.Bool("node", true, "run a node (needs root); false runs the webhook as a process, and no pod runs")
 	flag.Parse()
-	if err := runUntilSignalled(*once, *verbose); err != nil {
+	if err := runUntilSignalled(*once, *verbose, *node); err != nil {
 		fmt.Fprintf(os.Stderr, "make run: %v\n", err)
 		os.Exit(1)
 	}
 }
 
 // runUntilSignalled runs until SIGINT or SIGTERM (or once).
-func runUntilSignalled(once, verbose bool) error {
+func runUntilSignalled(once, verbose, node bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if node {
+		return runNode(ctx, once, verbose, os.Stdout)
+	}
 	return run(ctx, once, verbose, os.Stdout)
 }
 
+// run is make run without a node (NODE=0).
 func run(ctx context.Context, once, verbose bool, out io.Writer) error {
 	root, err := os.Getwd()
 	if err != nil {

@@ -379,11 +379,18 @@ func (c *Cluster) stopNode() error {
 		// Pods first, so that the kubelet takes their containers and
 		// networks down as it does in a cluster.
 		if cl, err := client.New(c.Config, client.Options{Scheme: scheme()}); err == nil {
+			// podpreset's own pods stop gracefully, closing their
+			// connections to the API server before their network goes;
+			// the rest at once.
 			var pods corev1.PodList
 			if err := cl.List(ctx, &pods); err == nil {
 				for i := range pods.Items {
-					if pods.Items[i].Spec.NodeName == nd.name {
-						_ = cl.Delete(ctx, &pods.Items[i], client.GracePeriodSeconds(0))
+					if p := &pods.Items[i]; p.Spec.NodeName == nd.name {
+						grace := int64(0)
+						if p.Namespace == InstallNamespace {
+							grace = 10
+						}
+						_ = cl.Delete(ctx, p, client.GracePeriodSeconds(grace))
 					}
 				}
 			}

@@ -24,7 +24,7 @@ func TestEnvReferencesExpandInTheContainer(t *testing.T) {
 	labels := map[string]string{"app": "refs"}
 	pp := &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: "refs", Namespace: ns}, Spec: v1alpha1.PodPresetSpec{
 		Selector: metav1.LabelSelector{MatchLabels: labels},
-		Env: []v1alpha1.EnvVar{{Name: "BASE", Value: "/opt/app"}, {Name: "BIN", Value: "$(BASE)/bin"}, {Name: "TOO_EARLY", Value: "$(OWN)"}},
+		Env:      []v1alpha1.EnvVar{{Name: "BASE", Value: "/opt/app"}, {Name: "BIN", Value: "$(BASE)/bin"}, {Name: "TOO_EARLY", Value: "$(OWN)"}},
 	}}
 	if err := k8s.Create(t.Context(), pp); err != nil {
 		t.Fatal(err)

@@ -1,139 +1,25 @@
 package node
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
-
-	"github.com/podpreset/podpreset/test/cluster"
 )
 
-// The examples' images (mysql, kong, figlet, ...) do not exist here: their
-// workloads run the report image instead, which prints what the container
-// received. One init container runs a shell script; it runs report's write
-// instead, with the same $(VAR) references.
-var initCommands = map[string][]string{
-	"mysql/render-config": {"/report", "write", "/etc/mysql/conf.d/my.ini", "[mysqld]", "port=$(MYSQL_DB_PORT)",
-		"socket=$(SOCKET_FILE)", "datadir=$(MYSQL_DATA_DIR)", "default-storage-engine=$(MYSQL_ENGINE)"},
-}
-
-// asReport rewrites a workload document to run the report image.
-func asReport(t *testing.T, example string, doc []byte) []byte {
+// applyExample applies an example on the node (cluster.ApplyExampleOnNode:
+// its workloads run the report image).
+func applyExample(t *testing.T, name string) {
 	t.Helper()
-	var obj map[string]any
-	if err := yaml.Unmarshal(doc, &obj); err != nil {
-		t.Fatal(err)
+	if out, err := cp.ApplyExampleOnNode(t.Context(), filepath.Join(cp.Root, "manifests", "examples", name)); err != nil {
+		t.Fatalf("applying example %s: %v\n%s", name, err, out)
 	}
-	var spec *corev1.PodSpec
-	var out any
-	switch obj["kind"] {
-	case "Pod":
-		var p corev1.Pod
-		mustConvert(t, doc, &p)
-		spec, out = &p.Spec, &p
-	case "Deployment":
-		var d appsv1.Deployment
-		mustConvert(t, doc, &d)
-		spec, out = &d.Spec.Template.Spec, &d
-	default:
-		return doc
-	}
-	rewrite := func(c *corev1.Container, init bool) {
-		c.Image, c.ImagePullPolicy = cluster.ReportImage, corev1.PullIfNotPresent
-		c.Ports = nil // the report image listens on nothing
-		if cmd, ok := initCommands[example+"/"+c.Name]; ok {
-			c.Command, c.Args = cmd, nil
-			return
-		}
-		if init {
-			t.Fatalf("%s: init container %s has no report command", example, c.Name)
-		}
-		c.Command, c.Args = []string{"/report"}, []string{"--interval=1s", "--mounts"}
-	}
-	for i := range spec.InitContainers {
-		rewrite(&spec.InitContainers[i], true)
-	}
-	for i := range spec.Containers {
-		rewrite(&spec.Containers[i], false)
-	}
-	spec.TerminationGracePeriodSeconds = new(int64)
-	b, err := yaml.Marshal(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func mustConvert(t *testing.T, doc []byte, into any) {
-	t.Helper()
-	if err := yaml.UnmarshalStrict(doc, into); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// applyExample applies an example as a person would: namespaces, Secrets
-// and presets first (files not starting with 20-), then, once the webhook
-// applies the presets, the workloads, rewritten to run the report image.
-func applyExample(t *testing.T, name string, probes map[string]probe) {
-	t.Helper()
-	dir := filepath.Join(cp.Root, "manifests", "examples", name)
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var workloads [][]byte
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".yaml") {
-			continue
-		}
-		path := filepath.Join(dir, e.Name())
-		if !strings.HasPrefix(e.Name(), "20-") {
-			if out, _, err := cp.Kubectl(t.Context(), nil, "apply", "-f", path); err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
-			continue
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
-		for {
-			doc, err := r.Read()
-			if err != nil {
-				break
-			}
-			if len(bytes.TrimSpace(doc)) > 0 {
-				workloads = append(workloads, asReport(t, name, doc))
-			}
-		}
-	}
-	for key, p := range probes {
-		ns, _, _ := strings.Cut(key, "/")
-		waitForPreset(t, ns, p.labels, p.preset)
-	}
-	if out, _, err := cp.Kubectl(t.Context(), bytes.NewReader(bytes.Join(workloads, []byte("\n---\n"))), "apply", "-f", "-"); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-}
-
-// probe says which preset must reach pods with these labels first.
-type probe struct {
-	labels map[string]string
-	preset string
 }
 
 // podOf finds the running pod of a workload by its labels.
@@ -179,7 +65,7 @@ func wantEnv(want map[string]string) func([]string) error {
 // them.
 func TestExamplesRunAndReport(t *testing.T) {
 	t.Run("mysql", func(t *testing.T) {
-		applyExample(t, "mysql", map[string]probe{"databases/": {map[string]string{"preset": "mysql"}, "PodPreset/mysql@1"}})
+		applyExample(t, "mysql")
 		var secret corev1.Secret
 		if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: "databases", Name: "mysql-root"}, &secret); err != nil {
 			t.Fatal(err)
@@ -206,7 +92,7 @@ func TestExamplesRunAndReport(t *testing.T) {
 		}
 	})
 	t.Run("kong", func(t *testing.T) {
-		applyExample(t, "kong", map[string]probe{"gateway/": {map[string]string{"app": "kong"}, "PodPreset/kong-database@1"}})
+		applyExample(t, "kong")
 		var secret corev1.Secret
 		if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: "gateway", Name: "kong-postgres"}, &secret); err != nil {
 			t.Fatal(err)
@@ -218,10 +104,7 @@ func TestExamplesRunAndReport(t *testing.T) {
 		}))
 	})
 	t.Run("faas", func(t *testing.T) {
-		applyExample(t, "faas", map[string]probe{
-			"functions/a": {map[string]string{"faas_function": "probe"}, "ClusterPodPreset/faas-openfaas@1"},
-			"functions/b": {map[string]string{"serving.knative.dev/service": "probe"}, "ClusterPodPreset/faas-knative@1"},
-		})
+		applyExample(t, "faas")
 		report(t, "functions", "figlet", "figlet", wantEnv(map[string]string{
 			"read_timeout": "30s", "write_timeout": "30s", "exec_timeout": "30s", "LOG_FORMAT": "json"}))
 		report(t, "functions", "hello-00001", "user-container", wantEnv(map[string]string{"FUNCTION_TIMEOUT": "30s", "LOG_FORMAT": "json"}))
@@ -234,7 +117,7 @@ func TestExamplesRunAndReport(t *testing.T) {
 		})
 	})
 	t.Run("logging, in every selected namespace", func(t *testing.T) {
-		applyExample(t, "logging", map[string]probe{"payments/": {map[string]string{"app": "x"}, "ClusterPodPreset/logging-standard@1"}})
+		applyExample(t, "logging")
 		pod := podOf(t, "payments", map[string]string{"app": "ledger"})
 		// The pod's own LOG_LEVEL wins over the standard's.
 		lines := report(t, "payments", pod, "ledger", wantEnv(map[string]string{"LOG_FORMAT": "json", "LOG_TIMESTAMP_FORMAT": "rfc3339"}))
@@ -253,7 +136,7 @@ func TestExamplesRunAndReport(t *testing.T) {
 		report(t, other, "any", "app", wantEnv(map[string]string{"LOG_FORMAT": "json", "LOG_TIMESTAMP_FORMAT": "rfc3339"}))
 	})
 	t.Run("metrics", func(t *testing.T) {
-		applyExample(t, "metrics", map[string]probe{"shop/": {map[string]string{"metrics": "prometheus"}, "PodPreset/prometheus-metrics@1"}})
+		applyExample(t, "metrics")
 		pod := podOf(t, "shop", map[string]string{"app": "cart"})
 		report(t, "shop", pod, "cart", wantEnv(map[string]string{"METRICS_PORT": "9102", "METRICS_PATH": "/metrics"}))
 		var p corev1.Pod

@@ -18,31 +18,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podpreset/podpreset/presets/v1alpha1"
+	"github.com/podpreset/podpreset/test/cluster"
 )
 
 const (
-	installNS      = "podpreset-system"
-	webhookDeploy  = "podpreset-webhook"
-	installOverlay = "test/node/testdata/install"
-	sourcesOverlay = "test/node/testdata/sources"
+	installNS     = cluster.InstallNamespace
+	webhookDeploy = "podpreset-webhook"
 )
 
 // overlay is an overlay's directory, for kubectl -k.
 func overlay(rel string) string { return filepath.Join(cp.Root, rel) }
-
-// applyOverlay applies an overlay as a person would and waits until the
-// webhook Deployment (and the sources one, if any) has rolled out.
-func applyOverlay(ctx context.Context, rel string, deployments ...string) error {
-	if out, _, err := cp.Kubectl(ctx, nil, "apply", "--server-side", "--force-conflicts", "-k", overlay(rel)); err != nil {
-		return fmt.Errorf("%w\n%s", err, out)
-	}
-	for _, d := range deployments {
-		if out, _, err := cp.Kubectl(ctx, nil, "rollout", "status", "-n", installNS, "deployment/"+d, "--timeout=180s"); err != nil {
-			return fmt.Errorf("%w\n%s", err, out)
-		}
-	}
-	return nil
-}
 
 // TestInstallRunsOnTheNode: manifests/default, with only the image
 // swapped, runs: both replicas Ready through their real probes, the

@@ -37,7 +37,7 @@ var (
 	scheme = runtime.NewScheme()
 	// webhookImage is the webhook image the node loaded, as make image
 	// builds it.
-	webhookImage = "podpreset.local/podpreset-webhook:test"
+	webhookImage = cluster.LocalWebhookImage
 	// logs holds what every server printed.
 	logs cluster.Buffer
 	// installed is the overlay installed last.
@@ -78,12 +78,7 @@ func runMain(m *testing.M) int {
 	}
 	dir := cp.NodeDir()
 	code := func() int {
-		tarball := filepath.Join(dir, "images", "podpreset-webhook.tar")
-		if err := cp.WebhookImage(ctx, webhookImage, tarball); err != nil {
-			fmt.Fprintf(os.Stderr, "node: %v\n", err)
-			return 1
-		}
-		if err := cp.LoadImage(ctx, tarball); err != nil {
+		if err := cp.LoadWebhookImage(ctx); err != nil {
 			fmt.Fprintf(os.Stderr, "node: %v\n", err)
 			return 1
 		}
@@ -93,12 +88,12 @@ func runMain(m *testing.M) int {
 		}
 		fmt.Fprintf(os.Stderr, "node: control plane, node and images up in %s\n", time.Since(start).Round(time.Millisecond))
 		t0 := time.Now()
-		if err := applyOverlay(ctx, installOverlay, webhookDeploy); err != nil {
-			fmt.Fprintf(os.Stderr, "node: kubectl apply --server-side -k %s: %v\n%s", installOverlay, err, tail(logs.String(), 80))
+		if err := cp.Install(ctx, cluster.LocalInstall, webhookDeploy); err != nil {
+			fmt.Fprintf(os.Stderr, "node: kubectl apply --server-side -k %s: %v\n%s", cluster.LocalInstall, err, tail(logs.String(), 80))
 			return 1
 		}
-		installed = installOverlay
-		fmt.Fprintf(os.Stderr, "node: %s installed and rolled out in %s\n", installOverlay, time.Since(t0).Round(time.Millisecond))
+		installed = cluster.LocalInstall
+		fmt.Fprintf(os.Stderr, "node: %s installed and rolled out in %s\n", cluster.LocalInstall, time.Since(t0).Round(time.Millisecond))
 		code := m.Run()
 		t0 = time.Now()
 		if err := uninstall(ctx, installed); err != nil {

@@ -1,9 +1,7 @@
 package node
 
 import (
-	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,89 +17,28 @@ import (
 	"github.com/podpreset/podpreset/test/cluster"
 )
 
-// sourcesPolicy is what the sources controller's Vault token may do.
-const sourcesPolicy = `
-path "secret/*" { capabilities = ["read"] }
-path "pki/issue/*" { capabilities = ["create", "update"] }
-path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
-`
-
-// startSources starts Consul and Vault on the node's address (pods reach
-// them there), sets Vault up (PKI, a token for the sources controller),
-// writes the sources configuration of the sources overlay and the
-// credentials Secret, and installs the overlay: the webhook with
-// --role=webhook, and the sources controller as the Deployment of
-// manifests/sources, from the same image.
+// startSources starts Consul and Vault on the node's address and
+// installs the sources overlay: the webhook with --role=webhook, and the
+// sources controller as the Deployment of manifests/sources, from the same
+// image.
 func startSources(t *testing.T) (*consulapi.KV, string, *vaultapi.Client) {
 	t.Helper()
-	ctx := context.Background()
-	host := cp.HostIP()
-	consul, err := cluster.StartConsulOn(ctx, cp.Root, host, &logs)
+	s, err := cp.StartLocalSources(t.Context(), &logs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(consul.Stop)
-	vault, err := cluster.StartVaultOn(ctx, cp.Root, host, &logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(vault.Stop)
+	t.Cleanup(s.Stop)
 	cc := consulapi.DefaultConfig()
-	cc.Address = consul.Addr
+	cc.Address = s.Consul.Addr
 	cl, err := consulapi.NewClient(cc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vc := vaultapi.DefaultConfig()
-	vc.Address = vault.Addr
-	vl, err := vaultapi.NewClient(vc)
-	if err != nil {
+	if err := cp.Install(t.Context(), cluster.LocalSourcesInstall, webhookDeploy, "podpreset-sources"); err != nil {
 		t.Fatal(err)
 	}
-	vl.SetToken(vault.RootToken)
-	if err := vl.Sys().MountWithContext(ctx, "pki", &vaultapi.MountInput{Type: "pki", Config: vaultapi.MountConfigInput{MaxLeaseTTL: "24h"}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := vl.Logical().WriteWithContext(ctx, "pki/root/generate/internal", map[string]any{"common_name": "podpreset node CA", "ttl": "24h"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := vl.Logical().WriteWithContext(ctx, "pki/roles/web", map[string]any{"allowed_domains": "svc", "allow_subdomains": true, "max_ttl": "1h"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := vl.Sys().PutPolicyWithContext(ctx, "podpreset", sourcesPolicy); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := vl.Auth().Token().CreateWithContext(ctx, &vaultapi.TokenCreateRequest{Policies: []string{"podpreset"}, TTL: "1h"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := fmt.Sprintf(`consul:
-  address: http://%s
-  waitTime: 30s
-vault:
-  address: %s
-  refreshInterval: 2s
-  auth:
-    method: token
-    tokenFile: /etc/podpreset-credentials/vault-token
-tenancy:
-  podPresets:
-    consulPrefixes: ["apps/{{ .Namespace }}/"]
-    vaultPaths: ["secret/data/{{ .Namespace }}/*", "pki/issue/web"]
-`, consul.Addr, vault.Addr)
-	if err := os.WriteFile(filepath.Join(overlay(sourcesOverlay), "sources.yaml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "podpreset-sources-credentials", Namespace: installNS},
-		StringData: map[string]string{"vault-token": tok.Auth.ClientToken}}
-	if err := k8s.Create(t.Context(), creds); err != nil {
-		t.Fatal(err)
-	}
-	if err := applyOverlay(t.Context(), sourcesOverlay, webhookDeploy, "podpreset-sources"); err != nil {
-		t.Fatal(err)
-	}
-	installed = sourcesOverlay
-	return cl.KV(), consul.Addr, vl
+	installed = cluster.LocalSourcesInstall
+	return cl.KV(), s.Consul.Addr, s.VaultClient
 }
 
 // TestSourcesReachRunningPods: Consul and Vault values, materialised by
@@ -122,7 +59,7 @@ func TestSourcesReachRunningPods(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The orders namespace's tenancy.
-		applyExample(t, "orders", map[string]probe{"orders/": {map[string]string{"app": "orders"}, "PodPreset/orders-config@1"}})
+		applyExample(t, "orders")
 		secret, err := vl.KVv2("secret").Get(t.Context(), "orders/db")
 		if err != nil {
 			t.Fatal(err)
