@@ -198,7 +198,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			controllers += ",serviceaccount-controller,root-ca-certificate-publisher-controller,endpoints-controller," +
 				"endpointslice-controller,namespace-controller,disruption-controller,node-lifecycle-controller"
 			caFile := filepath.Join(dir, "ca.crt")
-			if err := os.WriteFile(caFile, c.env.ControlPlane.APIServer.SecureServing.CA, 0o644); err != nil {
+			if err := os.WriteFile(caFile, c.env.ControlPlane.APIServer.CA, 0o644); err != nil {
 				return nil, err
 			}
 			args = append(args, "--root-ca-file="+caFile)
@@ -734,7 +734,7 @@ func (c *Cluster) StartProcess(ctx context.Context, name, binary string, out io.
 // Services dialled at their endpoints.
 func nodeAPIServer(n nodeNetwork) *envtest.APIServer {
 	api := &envtest.APIServer{}
-	api.SecureServing.Address, api.SecureServing.Port = n.HostIP.String(), "443"
+	api.Address, api.Port = n.HostIP.String(), "443"
 	api.Configure().
 		Set("advertise-address", n.HostIP.String()).
 		Set("kubelet-preferred-address-types", "InternalIP").

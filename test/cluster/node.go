@@ -450,7 +450,7 @@ func killShims(dir string) error {
 		if err != nil {
 			continue
 		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		cmdline, err := os.ReadFile("/proc/" + p.Name() + "/cmdline")
 		if err != nil || !strings.Contains(string(cmdline), "containerd-shim") || !strings.Contains(string(cmdline), dir) {
 			continue
 		}
@@ -515,7 +515,7 @@ func NodeLeftovers(dir string) []string {
 		if _, err := strconv.Atoi(p.Name()); err != nil {
 			continue
 		}
-		if cmdline, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline")); err == nil && strings.Contains(string(cmdline), dir) {
+		if cmdline, err := os.ReadFile("/proc/" + p.Name() + "/cmdline"); err == nil && strings.Contains(string(cmdline), dir) {
 			out = append(out, "process "+p.Name()+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
 		}
 	}
