@@ -85,7 +85,19 @@ func TestRollingUpdateLosesNoPod(t *testing.T) {
 			mu.Unlock()
 		}
 	})
-	time.Sleep(time.Second) // some pods before the rollout starts
+	// Some pods before the rollout starts, and some after it ends.
+	createdAtLeast := func(n int) {
+		t.Helper()
+		eventually(t, 30*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if created < n {
+				return fmt.Errorf("%d pods created so far", created)
+			}
+			return nil
+		})
+	}
+	createdAtLeast(20)
 	start := time.Now()
 	if out, _, err := cp.Kubectl(t.Context(), nil, "rollout", "restart", "-n", installNS, "deployment/"+webhookDeploy); err != nil {
 		close(stop)
@@ -94,7 +106,12 @@ func TestRollingUpdateLosesNoPod(t *testing.T) {
 	}
 	out, _, err := cp.Kubectl(t.Context(), nil, "rollout", "status", "-n", installNS, "deployment/"+webhookDeploy, "--timeout=150s")
 	rolled := time.Since(start)
-	time.Sleep(2 * time.Second) // and some after
+	if err == nil {
+		mu.Lock()
+		after := created
+		mu.Unlock()
+		createdAtLeast(after + 20)
+	}
 	close(stop)
 	wg.Wait()
 	if err != nil {
