@@ -65,6 +65,9 @@ func Load(obj v1alpha1.Object, checks ...Check) (*Preset, field.ErrorList) {
 	}
 	ref := Ref{Kind: obj.PresetKind(), Namespace: obj.GetNamespace(), Name: obj.GetName(), Generation: obj.GetGeneration()}
 	p, err := compile(ref, obj.PresetSpec(), obj.PresetNamespaceSelector(), obj.PresetStatus())
+	if p != nil {
+		p.created = obj.GetCreationTimestamp().Time
+	}
 	if err != nil {
 		if len(errs) == 0 {
 			errs = field.ErrorList{field.Invalid(field.NewPath("spec"), "", err.Error())}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -57,6 +58,11 @@ type Preset struct {
 	sourceVersions string
 	// refusal says why the preset is never applied; nil when it is.
 	refusal *Refusal
+	// created is when the preset was created; contentGeneration the
+	// generation at which what it injects last changed (status), for
+	// Classify.
+	created           time.Time
+	contentGeneration int64
 }
 
 type annotation struct{ key, value string }
@@ -121,6 +127,10 @@ func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector,
 	}
 	slices.SortFunc(p.annotations, func(a, b annotation) int { return strings.Compare(a.key, b.key) })
 	p.sourceVersions = sourceVersions(spec, status)
+	p.contentGeneration = ref.Generation
+	if g := status.ContentGeneration; g > 0 && g <= ref.Generation {
+		p.contentGeneration = g
+	}
 	return p, nil
 }
 

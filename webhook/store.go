@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -52,19 +53,32 @@ type Store struct {
 	policies atomic.Pointer[policy.Set]
 	ready    atomic.Bool
 	cache    cache.Cache
-	// onChange is called with every preset the index loaded or dropped
-	// (the status controller reports the verdict); it must not block.
-	onChange atomic.Pointer[func(Key)]
+	// pending are the presets loaded or dropped since the last rebuild.
+	pending map[Key]bool
+
+	lmu       sync.Mutex
+	listeners map[int]func([]Key)
+	nextID    int
 }
 
-// setOnChange sets (or with nil, clears) the function called with every
-// preset the index loads or drops.
-func (s *Store) setOnChange(f func(Key)) {
-	if f == nil {
-		s.onChange.Store(nil)
-		return
+// Subscribe calls f, after each rebuild of the index, with the presets
+// loaded or dropped since the one before (the status controller reports
+// the verdict, the inventory counts pods again); f must not block. cancel
+// stops the calls.
+func (s *Store) Subscribe(f func([]Key)) (cancel func()) {
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	if s.listeners == nil {
+		s.listeners = map[int]func([]Key){}
 	}
-	s.onChange.Store(&f)
+	id := s.nextID
+	s.nextID++
+	s.listeners[id] = f
+	return func() {
+		s.lmu.Lock()
+		defer s.lmu.Unlock()
+		delete(s.listeners, id)
+	}
 }
 
 // NewStore returns an empty store; Set returns an empty set until Run has
@@ -137,12 +151,15 @@ func (s *Store) Delete(k Key) {
 }
 
 func (s *Store) markDirty(k Key) {
+	s.mu.Lock()
+	if s.pending == nil {
+		s.pending = map[Key]bool{}
+	}
+	s.pending[k] = true
+	s.mu.Unlock()
 	select {
 	case s.dirty <- struct{}{}:
 	default: // a rebuild is already due
-	}
-	if f := s.onChange.Load(); f != nil {
-		(*f)(k)
 	}
 }
 
@@ -153,9 +170,27 @@ func (s *Store) rebuild() {
 	for _, p := range s.compiled {
 		all = append(all, p)
 	}
+	changed := slices.Collect(maps.Keys(s.pending))
+	s.pending = nil
 	s.mu.Unlock()
 	s.set.Store(presets.NewSet(all...))
 	presetsCached.Set(float64(len(all)))
+	if len(changed) == 0 {
+		return
+	}
+	s.lmu.Lock()
+	fs := slices.Collect(maps.Values(s.listeners))
+	s.lmu.Unlock()
+	for _, f := range fs {
+		f(changed)
+	}
+}
+
+// Presets returns the loaded preset of every key, for the inventory.
+func (s *Store) Presets() map[Key]*presets.Preset {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.compiled)
 }
 
 // Run rebuilds the index whenever presets change, until ctx ends.

@@ -75,6 +75,40 @@ type PodPresetSpec struct {
 	// already have the key.
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// rollout says whether podpreset restarts the workloads whose pods do
+	// not have this preset's current version (stale) or never got it
+	// (missed). It is not part of what the preset injects: changing it
+	// makes no pod stale.
+	// +optional
+	Rollout *Rollout `json:"rollout,omitempty"`
+}
+
+// RolloutPolicy says when podpreset restarts workloads.
+// +kubebuilder:validation:Enum=Never;OnChange
+type RolloutPolicy string
+
+// Rollout policies.
+const (
+	// RolloutNever reports stale and missed pods and touches nothing.
+	RolloutNever RolloutPolicy = "Never"
+	// RolloutOnChange restarts the Deployments, StatefulSets and
+	// DaemonSets whose pods are stale or missed, as `kubectl rollout
+	// restart` does, one at a time per preset; never bare pods or Jobs.
+	RolloutOnChange RolloutPolicy = "OnChange"
+)
+
+// Rollout is how a preset's changes reach running workloads.
+type Rollout struct {
+	// policy is Never (the default) or OnChange.
+	// +optional
+	Policy RolloutPolicy `json:"policy,omitempty"`
+
+	// minInterval is the least time between two restarts for this preset
+	// (30s when empty); a cluster-wide limit applies too
+	// (podpreset-webhook --rollout-interval).
+	// +optional
+	MinInterval *metav1.Duration `json:"minInterval,omitempty"`
 }
 
 // EnvVar is an environment variable to inject: a core EnvVar whose valueFrom
@@ -298,6 +332,35 @@ type PodPresetStatus struct {
 	// +optional
 	// +listType=atomic
 	ForeignObjects []ObjectReference `json:"foreignObjects,omitempty"`
+
+	// contentGeneration is the generation at which what the preset injects
+	// last changed (a change of spec.rollout alone leaves it): a pod that
+	// got this generation or a later one has the current version.
+	// +optional
+	ContentGeneration int64 `json:"contentGeneration,omitempty"`
+
+	// contentHash identifies what the preset injects at contentGeneration.
+	// +optional
+	ContentHash string `json:"contentHash,omitempty"`
+
+	// pods counts the pods the preset selects now, by what they got.
+	// +optional
+	Pods *PodCounts `json:"pods,omitempty"`
+}
+
+// PodCounts counts a preset's pods by state.
+type PodCounts struct {
+	// applied pods have the preset's current version (and, for a preset
+	// with Consul or Vault sources, the current values' versions).
+	Applied int32 `json:"applied"`
+	// stale pods have an older version of the preset, or older values.
+	Stale int32 `json:"stale"`
+	// missed pods were created after the preset but did not get it (the
+	// webhook was down, or its cache did not hold the preset yet).
+	Missed int32 `json:"missed"`
+	// predating pods were created before the preset existed: neither
+	// stale nor missed.
+	Predating int32 `json:"predating"`
 }
 
 // ObjectReference names a ConfigMap or a Secret in a namespace.
@@ -345,6 +408,13 @@ const (
 	// when it is invalid, reads a Consul key or Vault path its namespace may
 	// not read, or breaks a PodPresetPolicy (the webhook's leader writes it).
 	ConditionAccepted = "Accepted"
+	// ConditionReady says the preset is accepted and its pods have its
+	// current version: none stale, none missed.
+	ConditionReady = "Ready"
+	// ConditionPodsStale says some pods have an older version.
+	ConditionPodsStale = "PodsStale"
+	// ConditionPodsMissed says some pods never got the preset.
+	ConditionPodsMissed = "PodsMissed"
 )
 
 // Reasons of the Accepted condition.
@@ -364,6 +434,9 @@ const (
 // +kubebuilder:printcolumn:name="Containers",type=string,JSONPath=`.spec.containers`,priority=1,description="Target containers (all when empty)"
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].reason`,description="Whether the webhook applies the preset: Accepted, Invalid or PolicyViolation"
 // +kubebuilder:printcolumn:name="Sources",type=string,JSONPath=`.status.conditions[?(@.type=="SourcesReady")].reason`,description="Consul and Vault sources: Materialised, SourceError or Pending"
+// +kubebuilder:printcolumn:name="Applied",type=integer,JSONPath=`.status.pods.applied`,description="Pods with the current version"
+// +kubebuilder:printcolumn:name="Stale",type=integer,JSONPath=`.status.pods.stale`,description="Pods with an older version"
+// +kubebuilder:printcolumn:name="Missed",type=integer,JSONPath=`.status.pods.missed`,description="Pods created after the preset that did not get it"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type PodPreset struct {
 	metav1.TypeMeta `json:",inline"`
@@ -411,6 +484,9 @@ type ClusterPodPresetSpec struct {
 // +kubebuilder:printcolumn:name="Selector",type=string,JSONPath=`.spec.selector.matchLabels`,description="Labels the pods must have"
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].reason`,description="Whether the webhook applies the preset: Accepted, Invalid or PolicyViolation"
 // +kubebuilder:printcolumn:name="Sources",type=string,JSONPath=`.status.conditions[?(@.type=="SourcesReady")].reason`,description="Consul and Vault sources: Materialised, SourceError or Pending"
+// +kubebuilder:printcolumn:name="Applied",type=integer,JSONPath=`.status.pods.applied`,description="Pods with the current version"
+// +kubebuilder:printcolumn:name="Stale",type=integer,JSONPath=`.status.pods.stale`,description="Pods with an older version"
+// +kubebuilder:printcolumn:name="Missed",type=integer,JSONPath=`.status.pods.missed`,description="Pods created after the preset that did not get it"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ClusterPodPreset struct {
 	metav1.TypeMeta `json:",inline"`
