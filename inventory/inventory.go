@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -144,9 +145,9 @@ func (inv *Inventory) Counts(k webhook.Key) (webhook.PodTally, bool) {
 func firstSorted(m map[types.NamespacedName]bool) []types.NamespacedName {
 	out := slices.SortedFunc(maps.Keys(m), func(a, b types.NamespacedName) int {
 		if a.Namespace != b.Namespace {
-			return compare(a.Namespace, b.Namespace)
+			return strings.Compare(a.Namespace, b.Namespace)
 		}
-		return compare(a.Name, b.Name)
+		return strings.Compare(a.Name, b.Name)
 	})
 	if len(out) > maxNamed {
 		out = out[:maxNamed]
@@ -154,14 +155,11 @@ func firstSorted(m map[types.NamespacedName]bool) []types.NamespacedName {
 	return out
 }
 
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+// Synced says whether the inventory has seen every pod.
+func (inv *Inventory) Synced() bool {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	return inv.synced
 }
 
 // NeedLeaderElection is true: the leader counts.
@@ -375,12 +373,37 @@ func (inv *Inventory) reclassify(ns string) {
 	}
 }
 
-// Owners returns the owner references of a pod the inventory knows.
-func (inv *Inventory) Owners(pod types.NamespacedName) []metav1.OwnerReference {
+// Behind is a pod that does not have a preset's current version.
+type Behind struct {
+	Pod    types.NamespacedName
+	State  presets.PodState
+	Owners []metav1.OwnerReference
+}
+
+// Behind returns every stale and missed pod of a preset, sorted by
+// namespace and name.
+func (inv *Inventory) Behind(k webhook.Key) []Behind {
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
-	if rec := inv.pods[pod]; rec != nil {
-		return rec.owners
+	t := inv.tallies[k]
+	if t == nil {
+		return nil
 	}
-	return nil
+	out := make([]Behind, 0, len(t.stale)+len(t.missed))
+	for state, pods := range map[presets.PodState]map[types.NamespacedName]bool{presets.StateStale: t.stale, presets.StateMissed: t.missed} {
+		for p := range pods {
+			var owners []metav1.OwnerReference
+			if rec := inv.pods[p]; rec != nil {
+				owners = rec.owners
+			}
+			out = append(out, Behind{Pod: p, State: state, Owners: owners})
+		}
+	}
+	slices.SortFunc(out, func(a, b Behind) int {
+		if c := strings.Compare(a.Pod.Namespace, b.Pod.Namespace); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Pod.Name, b.Pod.Name)
+	})
+	return out
 }

@@ -46,6 +46,9 @@ type Verdict struct {
 	State  PodState
 	// Got is the generation the pod received; 0 when it has none.
 	Got int64
+	// Current is the generation at which what the preset injects last
+	// changed: a pod that got it or a later one has the current content.
+	Current int64
 }
 
 // Classify says, for every preset of the set that selects the pod now, what
@@ -83,7 +86,7 @@ func Classify(pod PodMeta, ns Namespace, set *Set) []Verdict {
 		if p.refusal != nil {
 			continue
 		}
-		v := Verdict{Preset: p.ref}
+		v := Verdict{Preset: p.ref, Current: p.contentGeneration}
 		g, ok := got[p.ref.Kind+"/"+p.ref.Name]
 		switch {
 		case ok:

@@ -63,6 +63,28 @@ type Preset struct {
 	// Classify.
 	created           time.Time
 	contentGeneration int64
+	// rollout is spec.rollout.policy (Never when empty); rolloutInterval
+	// its minInterval, defaulted.
+	rollout         v1alpha1.RolloutPolicy
+	rolloutInterval time.Duration
+	// contentHash is ContentHash of the spec.
+	contentHash string
+}
+
+// ContentHash returns ContentHash of the preset's spec.
+func (p *Preset) ContentHash() string { return p.contentHash }
+
+// Rollout returns the preset's rollout policy and the least time between
+// two restarts it asks for.
+func (p *Preset) Rollout() (v1alpha1.RolloutPolicy, time.Duration) {
+	return p.rollout, p.rolloutInterval
+}
+
+// Version identifies what a pod gets from the preset now: the generation at
+// which its content last changed and the versions of its Consul and Vault
+// values.
+func (p *Preset) Version() string {
+	return strconv.FormatInt(p.contentGeneration, 10) + "/" + sourcesHash([]*Preset{p})
 }
 
 type annotation struct{ key, value string }
@@ -130,6 +152,16 @@ func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector,
 	p.contentGeneration = ref.Generation
 	if g := status.ContentGeneration; g > 0 && g <= ref.Generation {
 		p.contentGeneration = g
+	}
+	p.contentHash = ContentHash(spec)
+	p.rollout, p.rolloutInterval = v1alpha1.RolloutNever, DefaultRolloutInterval
+	if r := spec.Rollout; r != nil {
+		if r.Policy != "" {
+			p.rollout = r.Policy
+		}
+		if r.MinInterval != nil {
+			p.rolloutInterval = max(r.MinInterval.Duration, MinRolloutInterval)
+		}
 	}
 	return p, nil
 }

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
@@ -116,8 +117,19 @@ func ValidateSpec(spec *v1alpha1.PodPresetSpec, p *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(ap.Key(k), k, "annotations under podpreset.dev/ are written by podpreset itself"))
 		}
 	}
+	if r := spec.Rollout; r != nil && r.MinInterval != nil && r.MinInterval.Duration < MinRolloutInterval {
+		errs = append(errs, field.Invalid(p.Child("rollout", "minInterval"), r.MinInterval.Duration.String(),
+			"must be at least "+MinRolloutInterval.String()+": restarts are paced so that a preset cannot churn its workloads"))
+	}
 	return errs
 }
+
+// Rollout pacing: the least and the default time between two restarts for
+// one preset.
+const (
+	MinRolloutInterval     = 10 * time.Second
+	DefaultRolloutInterval = 30 * time.Second
+)
 
 func dnsLabel(name string, p *field.Path) field.ErrorList {
 	if name == "" {

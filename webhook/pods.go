@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -24,6 +25,10 @@ type PodMutator struct {
 	Namespaces client.Reader
 	// OwnNamespace is the webhook's namespace, whose pods are left alone.
 	OwnNamespace string
+	// Wait is the longest a pod waits for a preset of its namespace that
+	// this replica validated a moment before to reach the index
+	// (expect.go); 0 never waits.
+	Wait time.Duration
 }
 
 var _ Handler[corev1.Pod] = (*PodMutator)(nil)
@@ -51,6 +56,7 @@ func (m *PodMutator) Handle(ctx context.Context, req *Request[corev1.Pod]) (*adm
 		return nil, err
 	}
 
+	m.Presets.WaitFor(ctx, req.Namespace, m.Wait)
 	res := presets.Apply(pod, ns, m.Presets.Set())
 	countResult(res)
 	warnings := warnings(res)

@@ -9,6 +9,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	sigsjson "sigs.k8s.io/json"
 
@@ -27,6 +28,10 @@ type PresetValidator struct {
 	// Checks returns the checks a preset must pass now (the tenancy of the
 	// sources configuration, the preset policy as the cache has it).
 	Checks func() []presets.Check
+	// Expect is told of every preset allowed (not on a dry run), so that
+	// the pods created right after it wait for it (Store.Expect); nil
+	// tells nobody.
+	Expect func(Key, string)
 }
 
 var _ Handler[json.RawMessage] = (*PresetValidator)(nil)
@@ -58,6 +63,13 @@ func (v *PresetValidator) Handle(_ context.Context, req *Request[json.RawMessage
 	if _, errs := presets.Load(obj, checks...); len(errs) > 0 {
 		st := apierrors.NewInvalid(v1alpha1.GroupVersion.WithKind(req.Kind.Kind).GroupKind(), req.Name, errs)
 		return &admissionv1.AdmissionResponse{Allowed: false, Result: &st.ErrStatus}, nil
+	}
+	if v.Expect != nil && (req.DryRun == nil || !*req.DryRun) {
+		ns := obj.GetNamespace()
+		if ns == "" && obj.PresetKind() == v1alpha1.KindPodPreset {
+			ns = req.Namespace
+		}
+		v.Expect(Key{Kind: obj.PresetKind(), NamespacedName: types.NamespacedName{Namespace: ns, Name: obj.GetName()}}, presets.ContentHash(obj.PresetSpec()))
 	}
 	resp := allowed("")
 	resp.Warnings = presets.Advise(obj.PresetSpec(), field.NewPath("spec"))

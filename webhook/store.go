@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 	"sync/atomic"
 
 	"github.com/go-logr/logr"
@@ -27,6 +28,15 @@ import (
 type Key struct {
 	Kind string
 	types.NamespacedName
+}
+
+// String renders the key as Kind/namespace/name, or Kind/name for a
+// ClusterPodPreset.
+func (k Key) String() string {
+	if k.Namespace == "" {
+		return k.Kind + "/" + k.Name
+	}
+	return k.Kind + "/" + k.Namespace + "/" + k.Name
 }
 
 // Store holds the presets the pod mutator reads, each loaded with
@@ -59,6 +69,14 @@ type Store struct {
 	lmu       sync.Mutex
 	listeners map[int]func([]Key)
 	nextID    int
+
+	// published are the presets of the current index; expected the ones
+	// validated and not in it yet (expect.go); rebuilt is closed at the
+	// next rebuild. All three under mu.
+	published map[Key]*presets.Preset
+	expected  map[Key]expectation
+	expecting atomic.Int32
+	rebuilt   chan struct{}
 }
 
 // Subscribe calls f, after each rebuild of the index, with the presets
@@ -84,7 +102,7 @@ func (s *Store) Subscribe(f func([]Key)) (cancel func()) {
 // NewStore returns an empty store; Set returns an empty set until Run has
 // built the first index.
 func NewStore() *Store {
-	s := &Store{compiled: map[Key]*presets.Preset{}, dirty: make(chan struct{}, 1)}
+	s := &Store{compiled: map[Key]*presets.Preset{}, dirty: make(chan struct{}, 1), rebuilt: make(chan struct{})}
 	s.set.Store(presets.NewSet())
 	s.policies.Store(&policy.Set{})
 	return s
@@ -172,8 +190,15 @@ func (s *Store) rebuild() {
 	}
 	changed := slices.Collect(maps.Keys(s.pending))
 	s.pending = nil
+	published := maps.Clone(s.compiled)
 	s.mu.Unlock()
 	s.set.Store(presets.NewSet(all...))
+	s.mu.Lock()
+	s.published = published
+	s.settle(time.Now())
+	close(s.rebuilt)
+	s.rebuilt = make(chan struct{})
+	s.mu.Unlock()
 	presetsCached.Set(float64(len(all)))
 	if len(changed) == 0 {
 		return
@@ -186,11 +211,12 @@ func (s *Store) rebuild() {
 	}
 }
 
-// Presets returns the loaded preset of every key, for the inventory.
+// Presets returns the presets of the current index by key, for the
+// inventory; the map is shared and must not be changed.
 func (s *Store) Presets() map[Key]*presets.Preset {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return maps.Clone(s.compiled)
+	return s.published
 }
 
 // Run rebuilds the index whenever presets change, until ctx ends.

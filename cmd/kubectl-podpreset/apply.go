@@ -37,7 +37,10 @@ type applyOptions struct {
 	namespaceLabels map[string]string
 	output          string
 	failOnConflict  bool
-	streams         genericiooptions.IOStreams
+	// keepRefused keeps a preset that breaks a policy, refused (explain),
+	// instead of failing.
+	keepRefused bool
+	streams     genericiooptions.IOStreams
 }
 
 func newApplyCommand(streams genericiooptions.IOStreams) *cobra.Command {
@@ -214,6 +217,10 @@ func (o *applyOptions) classify(docs []*document) (*input, []error) {
 			l.obj.SetGeneration(1)
 		}
 		p, lerrs := presets.Load(l.obj, checker)
+		if len(lerrs) > 0 && o.keepRefused && p != nil && p.Refused().Reason != v1alpha1.ReasonInvalid {
+			in.presets = append(in.presets, p)
+			continue
+		}
 		if len(lerrs) > 0 {
 			errs = append(errs, &docError{l.doc, lerrs.ToAggregate()})
 			continue

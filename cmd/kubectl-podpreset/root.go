@@ -43,6 +43,6 @@ Install it on your PATH to use it as "kubectl podpreset".`,
 	root.SetIn(streams.In)
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
-	root.AddCommand(newApplyCommand(streams), newMigrateCommand(streams))
+	root.AddCommand(newApplyCommand(streams), newMigrateCommand(streams), newExplainCommand(streams), newStatusCommand(streams))
 	return root
 }

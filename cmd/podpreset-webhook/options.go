@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/podpreset/podpreset/certs"
+	"github.com/podpreset/podpreset/inventory"
 )
 
 // Options is everything the server is configured with.
@@ -79,6 +80,16 @@ type Options struct {
 	// at once, in number and in request bytes; beyond them a request is
 	// answered 429 at once.
 	MaxInFlight, MaxInFlightBytes int64
+
+	// Inventory runs, on the leader, the pod inventory (status.pods, the
+	// Ready, PodsStale and PodsMissed conditions) and rollouts.
+	Inventory bool
+	// RolloutInterval is the least time between two workload restarts,
+	// cluster-wide.
+	RolloutInterval time.Duration
+	// PresetWait is the longest a pod admission waits for a preset this
+	// replica validated a moment before.
+	PresetWait time.Duration
 }
 
 // Roles.
@@ -115,6 +126,9 @@ func defaultOptions() Options {
 		KubeAPIBurst:           100,
 		MaxInFlight:            256,
 		MaxInFlightBytes:       8 << 20,
+		Inventory:              true,
+		RolloutInterval:        inventory.DefaultInterval,
+		PresetWait:             time.Second,
 	}
 }
 
@@ -138,6 +152,9 @@ func parseFlags(args []string) (Options, error) {
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "requests per second to the API server (the sources controller writes a ConfigMap or Secret and a status per change)")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "burst of requests to the API server")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&o.Inventory, "inventory", o.Inventory, "on the leader, count every pod as applied, stale, missed or predating for each preset that selects it (status.pods), and restart the workloads of presets with spec.rollout.policy OnChange; needs list and watch of pods")
+	fs.DurationVar(&o.RolloutInterval, "rollout-interval", o.RolloutInterval, "least time between two workload restarts, cluster-wide (spec.rollout.minInterval paces each preset)")
+	fs.DurationVar(&o.PresetWait, "preset-wait", o.PresetWait, "longest a pod admission waits for a preset of its namespace that this replica validated a moment before to reach the index; 0 never waits")
 	fs.Int64Var(&o.MaxInFlight, "max-inflight", o.MaxInFlight, "admission requests served at once; more are answered 429 at once")
 	fs.Int64Var(&o.MaxInFlightBytes, "max-inflight-bytes", o.MaxInFlightBytes, "bytes of admission request bodies held at once (a pod review is at most 4 MiB); more are answered 429 at once")
 	fs.StringVar(&o.Host, "host", "", "address the webhook server listens on (default all)")
@@ -171,6 +188,12 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxInFlight < 1 || o.MaxInFlightBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("--max-inflight %d, --max-inflight-bytes %d: must be at least 1 and 1 MiB", o.MaxInFlight, o.MaxInFlightBytes))
+	}
+	if o.RolloutInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--rollout-interval %s: must be at least 1s", o.RolloutInterval))
+	}
+	if o.PresetWait < 0 || o.PresetWait > 3*time.Second {
+		errs = append(errs, fmt.Errorf("--preset-wait %s: must be between 0 and 3s (the pod webhook's timeout is 5s)", o.PresetWait))
 	}
 	if o.LogLevel < 0 {
 		errs = append(errs, fmt.Errorf("-v %d: must not be negative", o.LogLevel))

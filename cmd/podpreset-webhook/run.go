@@ -30,6 +30,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/podpreset/podpreset/certs"
+	"github.com/podpreset/podpreset/inventory"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 	"github.com/podpreset/podpreset/sources"
 	"github.com/podpreset/podpreset/webhook"
@@ -55,6 +56,14 @@ const (
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=create,namespace=system
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=system
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch
+// The inventory (--inventory) watches pods as metadata, and rollouts read
+// ReplicaSets and restart Deployments, StatefulSets and DaemonSets (a patch
+// of the pod template's annotations), with an Event on each; the PodsMissed
+// Event is on the preset.
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
+// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=update;patch,resourceNames=podpreset-webhook
 
 // The webhook configurations, generated into manifests/webhook; the
@@ -197,15 +206,29 @@ func (ws *webhookSetup) register(mgr manager.Manager, opts Options, tenancy *sou
 	if err := mgr.Add(storeRunnable{store: store, mgr: mgr}); err != nil {
 		return fmt.Errorf("adding the preset store: %w", err)
 	}
-	status := &webhook.StatusController{Client: mgr.GetClient(), Store: store}
+	recorder := mgr.GetEventRecorder("podpreset-webhook")
+	status := &webhook.StatusController{Client: mgr.GetClient(), Store: store, Recorder: recorder}
+	if opts.Inventory {
+		inv := &inventory.Inventory{Store: store, OwnNamespace: opts.Namespace, Changed: status.Enqueue, Log: mgr.GetLogger().WithName("inventory")}
+		inv.InjectCache(mgr.GetCache())
+		status.Counter = inv
+		rollout := &inventory.Rollout{Inventory: inv, Store: store, Client: mgr.GetClient(), Reader: mgr.GetAPIReader(),
+			Recorder: recorder, Interval: opts.RolloutInterval, Log: mgr.GetLogger().WithName("rollout")}
+		if err := mgr.Add(inv); err != nil {
+			return fmt.Errorf("adding the pod inventory: %w", err)
+		}
+		if err := mgr.Add(rollout); err != nil {
+			return fmt.Errorf("adding the rollout: %w", err)
+		}
+	}
 	if err := status.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the preset status controller: %w", err)
 	}
 	limiter := webhook.NewLimiter(opts.MaxInFlight, opts.MaxInFlightBytes)
 	server.Register(mutatePodsPath, webhook.Serve(&webhook.PodMutator{
-		Presets: store, Namespaces: mgr.GetCache(), OwnNamespace: opts.Namespace,
+		Presets: store, Namespaces: mgr.GetCache(), OwnNamespace: opts.Namespace, Wait: opts.PresetWait,
 	}, limiter, webhook.MaxPodReviewBytes))
-	server.Register(validatePresetsPath, webhook.Serve(&webhook.PresetValidator{Checks: store.Checks}, limiter, webhook.MaxPresetReviewBytes))
+	server.Register(validatePresetsPath, webhook.Serve(&webhook.PresetValidator{Checks: store.Checks, Expect: store.Expect}, limiter, webhook.MaxPresetReviewBytes))
 
 	leaf := ws.loader.Leaf
 	switch opts.CertMode {
@@ -299,7 +322,9 @@ func cacheOptions(opts Options, withSources bool) cache.Options {
 		byObject[&corev1.Secret{}] = cache.ByObject{Namespaces: map[string]cache.Config{
 			opts.Namespace: {FieldSelector: byName(opts.CertSecret)}}}
 	}
-	return cache.Options{ByObject: byObject}
+	// Nothing reads managedFields from the cache: dropping them keeps the
+	// inventory's pods (and every other object) small.
+	return cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()}
 }
 
 // storeRunnable keeps the preset index up to date on every replica (it
