@@ -29,6 +29,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"sync"
 	"time"
 
@@ -612,6 +613,9 @@ func startProcess(ctx context.Context, name string, out io.Writer, env []string,
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
+	// Should the test binary die without stopping it (a timeout's
+	// SIGKILL), the server goes too, rather than run on, holding ports.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
