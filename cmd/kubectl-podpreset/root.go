@@ -29,9 +29,11 @@ func exitCode(err error) int {
 func newRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kubectl-podpreset",
-		Short: "Work with podpreset.dev PodPresets offline",
-		Long: `kubectl-podpreset shows what the podpreset webhook does to workloads,
-and migrates settings.k8s.io/v1alpha1 PodPresets, without a cluster.
+		Short: "Work with podpreset.dev PodPresets",
+		Long: `kubectl-podpreset shows what the podpreset webhook does to workloads and
+migrates settings.k8s.io/v1alpha1 PodPresets, without a cluster; against a
+cluster, it explains what a pod got of each preset and lists the presets with
+their pods' counts.
 
 Install it on your PATH to use it as "kubectl podpreset".`,
 		Annotations: map[string]string{
