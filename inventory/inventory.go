@@ -79,6 +79,12 @@ type Inventory struct {
 	// Log is for what goes wrong.
 	Log logr.Logger
 
+	// lmu guards pending, the namespaces to classify again; todo wakes
+	// Start's loop for them.
+	lmu     sync.Mutex
+	pending map[string]bool
+	todo    chan struct{}
+
 	mu      sync.Mutex
 	cache   cache.Cache
 	pods    map[types.NamespacedName]*record
@@ -166,13 +172,19 @@ func (inv *Inventory) Synced() bool {
 func (inv *Inventory) NeedLeaderElection() bool { return true }
 
 // Start watches pods (as metadata) and namespaces, and the store's changes,
-// until ctx ends.
+// until ctx ends. It counts once the store holds every preset.
 func (inv *Inventory) Start(ctx context.Context) error {
 	inv.mu.Lock()
 	inv.pods = map[types.NamespacedName]*record{}
 	inv.tallies = map[webhook.Key]*tally{}
 	inv.dirty = map[webhook.Key]bool{}
 	inv.mu.Unlock()
+	inv.todo = make(chan struct{}, 1)
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-inv.Store.WhenReady():
+	}
 	pods, err := inv.cache.GetInformer(ctx, podMetadata())
 	if err != nil {
 		return fmt.Errorf("watching pods: %w", err)
@@ -191,24 +203,22 @@ func (inv *Inventory) Start(ctx context.Context) error {
 	}
 	if _, err := nss.AddEventHandler(toolscache.ResourceEventHandlerFuncs{UpdateFunc: func(old, o any) {
 		if a, b := old.(*corev1.Namespace), o.(*corev1.Namespace); a != nil && b != nil && !maps.Equal(a.Labels, b.Labels) {
-			inv.reclassify(b.Name)
+			inv.later(b.Name)
 		}
 	}}); err != nil {
 		return err
 	}
+	// The store calls this from its rebuild loop: the work is done here,
+	// in Start's loop, not there.
 	cancel := inv.Store.Subscribe(func(keys []webhook.Key) {
 		for _, k := range keys {
 			if k.Kind == v1alpha1.KindClusterPodPreset {
-				inv.reclassify("")
+				inv.later("")
 				return
 			}
 		}
-		seen := map[string]bool{}
 		for _, k := range keys {
-			if !seen[k.Namespace] {
-				seen[k.Namespace] = true
-				inv.reclassify(k.Namespace)
-			}
+			inv.later(k.Namespace)
 		}
 	})
 	defer cancel()
@@ -228,10 +238,42 @@ func (inv *Inventory) Start(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-inv.todo:
+			for _, ns := range inv.takeLater() {
+				inv.reclassify(ns)
+			}
 		case <-tick.C:
 			inv.flush()
 		}
 	}
+}
+
+// later asks Start's loop to classify a namespace's pods again ("": every
+// pod).
+func (inv *Inventory) later(ns string) {
+	inv.lmu.Lock()
+	if inv.pending == nil {
+		inv.pending = map[string]bool{}
+	}
+	inv.pending[ns] = true
+	inv.lmu.Unlock()
+	select {
+	case inv.todo <- struct{}{}:
+	default:
+	}
+}
+
+// takeLater returns the namespaces to classify again: only "" when every
+// pod is to be.
+func (inv *Inventory) takeLater() []string {
+	inv.lmu.Lock()
+	defer inv.lmu.Unlock()
+	p := inv.pending
+	inv.pending = nil
+	if p[""] {
+		return []string{""}
+	}
+	return slices.Sorted(maps.Keys(p))
 }
 
 // InjectCache gives the inventory the manager's cache.
@@ -287,8 +329,13 @@ func (inv *Inventory) podChanged(o any, deleted bool) {
 	set := inv.Store.Set()
 	rec.verdicts = inv.classify(m.Namespace, rec.meta, set)
 	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	if now := inv.Store.Set(); now != set {
+		// The index changed meanwhile, and a reclassification may have
+		// run without this pod's new record: classify it with the new one.
+		rec.verdicts = inv.classify(m.Namespace, rec.meta, now)
+	}
 	inv.set(key, rec)
-	inv.mu.Unlock()
 }
 
 // classify classifies a pod in a namespace.

@@ -62,6 +62,7 @@ type Store struct {
 	set      atomic.Pointer[presets.Set]
 	policies atomic.Pointer[policy.Set]
 	ready    atomic.Bool
+	readyCh  chan struct{}
 	cache    cache.Cache
 	// pending are the presets loaded or dropped since the last rebuild.
 	pending map[Key]bool
@@ -102,7 +103,7 @@ func (s *Store) Subscribe(f func([]Key)) (cancel func()) {
 // NewStore returns an empty store; Set returns an empty set until Run has
 // built the first index.
 func NewStore() *Store {
-	s := &Store{compiled: map[Key]*presets.Preset{}, dirty: make(chan struct{}, 1), rebuilt: make(chan struct{})}
+	s := &Store{compiled: map[Key]*presets.Preset{}, dirty: make(chan struct{}, 1), rebuilt: make(chan struct{}), readyCh: make(chan struct{})}
 	s.set.Store(presets.NewSet())
 	s.policies.Store(&policy.Set{})
 	return s
@@ -121,6 +122,9 @@ func (s *Store) Get(k Key) *presets.Preset {
 // Ready says whether the store holds every preset the informers had listed
 // when it started.
 func (s *Store) Ready() bool { return s.ready.Load() }
+
+// WhenReady is closed once the store is Ready.
+func (s *Store) WhenReady() <-chan struct{} { return s.readyCh }
 
 // Checks returns what a preset must pass now: the tenancy, and the
 // policies as the store holds them.
@@ -293,6 +297,7 @@ func (s *Store) Watch(ctx context.Context, c cache.Cache) error {
 	s.reloadPolicies(ctx, log)
 	s.rebuild()
 	s.ready.Store(true)
+	close(s.readyCh)
 	log.Info("preset index ready", "presets", s.Set().Len(), "policies", s.policies.Load().Len())
 	return nil
 }
