@@ -56,9 +56,21 @@ servers: ## Build etcd, the Kubernetes servers and kubelet, Consul, Vault, conta
 	hack/build-servers.sh
 
 .PHONY: test
-test: servers ## Run every test: unit, handler, golden CLI, fuzz seeds, e2e on a real control plane, and the node tier (root).
+test: ## Run every test: unit, handler, golden CLI, fuzz seeds (while the servers build), e2e on a real control plane, and the node tier (root).
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-unit servers
+	$(MAKE) --no-print-directory test-e2e
+	$(MAKE) --no-print-directory test-node
+
+.PHONY: test-unit
+test-unit: ## Unit, handler, golden CLI and fuzz-seed tests, with the race detector; they need no server.
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/node)
+
+.PHONY: test-e2e
+test-e2e: servers ## The e2e tests: a real control plane, Consul and Vault, the webhook as a process.
 	$(GO) test -count=1 -timeout 20m ./test/e2e/...
+
+.PHONY: test-node
+test-node: servers ## The node tier (root): podpreset installed from its image on a kubelet node.
 	$(GO) test -count=1 -timeout 20m ./test/node/...
 
 .PHONY: bench
