@@ -138,9 +138,11 @@ func (c *StatusController) Reconcile(ctx context.Context, req reconcile.Request)
 		counts := tally.Counts
 		next.Pods = &counts
 		next.Conditions = append(next.Conditions, podsCondition(v1alpha1.ConditionPodsStale, counts.Stale, "PodsStale",
-			"pods have an older version of this preset, or older Consul or Vault values", tally.Stale))
+			"pods have an older version of this preset, or older Consul or Vault values",
+			"no pod has an older version of this preset or older Consul or Vault values", tally.Stale))
 		next.Conditions = append(next.Conditions, podsCondition(v1alpha1.ConditionPodsMissed, counts.Missed, "PodsMissed",
-			"pods created after this preset did not get it (the webhook was unavailable, or its cache did not hold the preset yet)", tally.Missed))
+			"pods created after this preset did not get it (the webhook was unavailable, or its cache did not hold the preset yet)",
+			"every pod created after this preset got it", tally.Missed))
 		ready := metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: "AllApplied",
 			Message: fmt.Sprintf("%d pods have the current version", counts.Applied)}
 		switch {
@@ -203,9 +205,9 @@ func (s *status) unchanged(st *v1alpha1.PodPresetStatus) bool {
 }
 
 // podsCondition says whether some pods are behind, naming a few.
-func podsCondition(typ string, n int32, reason, what string, pods []types.NamespacedName) metav1.Condition {
+func podsCondition(typ string, n int32, reason, what, none string, pods []types.NamespacedName) metav1.Condition {
 	if n == 0 {
-		return metav1.Condition{Type: typ, Status: metav1.ConditionFalse, Reason: "None", Message: "no " + what[len("pods "):]}
+		return metav1.Condition{Type: typ, Status: metav1.ConditionFalse, Reason: "None", Message: none}
 	}
 	return metav1.Condition{Type: typ, Status: metav1.ConditionTrue, Reason: reason, Message: fmt.Sprintf("%d %s: %s", n, what, names(pods, n))}
 }

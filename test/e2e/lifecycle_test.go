@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -76,15 +75,18 @@ func podsOf(t *testing.T, ns string, labels map[string]string) []corev1.Pod {
 	return slices.DeleteFunc(list.Items, func(p corev1.Pod) bool { return p.DeletionTimestamp != nil })
 }
 
-// eventsAbout lists the events.k8s.io Events of a namespace about an
-// object of this kind and name.
+// eventsAbout lists the events.k8s.io Events that podpreset reported in a
+// namespace about an object of this kind and name (not the ones the
+// control plane's own controllers reported).
 func eventsAbout(t *testing.T, ns, kind, name string) []eventsv1.Event {
 	t.Helper()
 	var list eventsv1.EventList
 	if err := k8s.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
-	return slices.DeleteFunc(list.Items, func(e eventsv1.Event) bool { return e.Regarding.Kind != kind || e.Regarding.Name != name })
+	return slices.DeleteFunc(list.Items, func(e eventsv1.Event) bool {
+		return e.ReportingController != "podpreset-webhook" || e.Regarding.Kind != kind || e.Regarding.Name != name
+	})
 }
 
 var (
@@ -93,12 +95,11 @@ var (
 	cliErr  error
 )
 
-// cli runs kubectl-podpreset, built from the working tree, against the
-// control plane.
+// cli runs kubectl-podpreset, built from the working tree into the run's
+// temporary directory (cliBin, set by TestMain), against the control plane.
 func cli(t *testing.T, args ...string) string {
 	t.Helper()
 	cliOnce.Do(func() {
-		cliBin = filepath.Join(t.TempDir()+"-cli", "kubectl-podpreset")
 		cmd := exec.Command("go", "build", "-o", cliBin, "./cmd/kubectl-podpreset")
 		cmd.Dir = cp.Root
 		if b, err := cmd.CombinedOutput(); err != nil {
@@ -234,7 +235,7 @@ func TestMissedPodsAreCountedAndRolledOut(t *testing.T) {
 
 	// kubectl get and kubectl podpreset show the counts; explain says why.
 	if out, _, err := cp.Kubectl(t.Context(), nil, "get", "podpresets", "-n", ns); err != nil ||
-		!strings.Contains(out, "APPLIED") || !regexpMatch(`web\s+\S+\s+\S+\s+\S+\s+2\s+0\s+2`, out) {
+		!strings.Contains(out, "APPLIED") || !regexpMatch(`web\s+\S+\s+Accepted\s+2\s+0\s+2\s`, out) {
 		t.Errorf("kubectl get podpresets: %v\n%s", err, out)
 	}
 	if out := cli(t, "status", "-n", ns); !regexpMatch(`PodPreset/web\s+Accepted\s+2\s+0\s+2\s+1\s+OnChange\s+False`, out) {

@@ -87,6 +87,7 @@ func runMain(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		}
 	}()
+	cliBin = filepath.Join(srcDir, "kubectl-podpreset")
 	srcCfg, err := startSources(ctx, srcDir)
 	if consulSrv != nil {
 		defer consulSrv.Stop()
