@@ -74,10 +74,7 @@ func BenchmarkInventory10kPods(b *testing.B) {
 	heap1, rss1 := heapInuse(b), rssKiB(b, cp.ReplicaPID(0))
 
 	// A preset edit: every pod is stale.
-	pp.Spec.Env[0].Value = "text"
-	if err := k8s.Update(ctx, pp); err != nil {
-		b.Fatal(err)
-	}
+	edit(b, pp, func() { pp.Spec.Env[0].Value = "text" })
 	edited := time.Now()
 	waitCounts(b, pp, func(c v1alpha1.PodCounts) bool { return c.Stale == n }, 2*time.Minute)
 	toStale := time.Since(edited)

@@ -16,6 +16,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -87,6 +88,21 @@ func eventsAbout(t *testing.T, ns, kind, name string) []eventsv1.Event {
 	return slices.DeleteFunc(list.Items, func(e eventsv1.Event) bool {
 		return e.ReportingController != "podpreset-webhook" || e.Regarding.Kind != kind || e.Regarding.Name != name
 	})
+}
+
+// edit changes the latest version of obj and updates it: the status
+// controller writes presets too, so the copy a test holds may be old.
+func edit(tb testing.TB, obj client.Object, change func()) {
+	tb.Helper()
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		change()
+		return k8s.Update(context.Background(), obj)
+	}); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 var (
@@ -272,10 +288,7 @@ func TestPresetEditRollsOutWithinTheRateLimit(t *testing.T) {
 	create(t, b)
 	podsCount(t, pp, v1alpha1.PodCounts{Applied: 2}, 30*time.Second)
 
-	pp.Spec.Env[0].Value = "2"
-	if err := k8s.Update(t.Context(), pp); err != nil {
-		t.Fatal(err)
-	}
+	edit(t, pp, func() { pp.Spec.Env[0].Value = "2" })
 	edited := time.Now()
 	// Both are restarted for generation 2, minInterval apart.
 	var at []time.Time
@@ -311,10 +324,7 @@ func TestPresetEditRollsOutWithinTheRateLimit(t *testing.T) {
 	}
 
 	// spec.rollout is not content: the pods stay applied.
-	pp.Spec.Rollout.MinInterval = &metav1.Duration{Duration: 20 * time.Second}
-	if err := k8s.Update(t.Context(), pp); err != nil {
-		t.Fatal(err)
-	}
+	edit(t, pp, func() { pp.Spec.Rollout.MinInterval = &metav1.Duration{Duration: 20 * time.Second} })
 	eventually(t, 20*time.Second, func() error {
 		if err := k8s.Get(t.Context(), client.ObjectKeyFromObject(pp), pp); err != nil {
 			return err
@@ -356,10 +366,7 @@ func TestStaleAndMissedWithoutRollout(t *testing.T) {
 		t.Errorf("PodsStale is %+v", c)
 	}
 	// An edit: stale through the generation.
-	plain.Spec.Env[0].Value = "2"
-	if err := k8s.Update(t.Context(), plain); err != nil {
-		t.Fatal(err)
-	}
+	edit(t, plain, func() { plain.Spec.Env[0].Value = "2" })
 	podsCount(t, plain, v1alpha1.PodCounts{Stale: 1}, 30*time.Second)
 	if err := k8s.Get(t.Context(), client.ObjectKeyFromObject(d), d); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -41,8 +42,14 @@ func TestPresetChangeRollsOutToRunningPods(t *testing.T) {
 	first := podOf(t, ns, labels)
 	report(t, ns, first, "app", wantMode("one"))
 
-	pp.Spec.Env[0].Value = "two"
-	if err := k8s.Update(t.Context(), pp); err != nil {
+	// The status controller writes the preset too: edit the latest.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(t.Context(), client.ObjectKeyFromObject(pp), pp); err != nil {
+			return err
+		}
+		pp.Spec.Env[0].Value = "two"
+		return k8s.Update(t.Context(), pp)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	edited := time.Now()
