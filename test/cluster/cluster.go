@@ -604,7 +604,7 @@ type process struct {
 var webhookEnv = []string{"GOMEMLIMIT=" + WebhookMemoryLimit}
 
 // WebhookMemoryLimit is the webhook's GOMEMLIMIT in manifests/default.
-const WebhookMemoryLimit = "100MiB"
+const WebhookMemoryLimit = "160MiB"
 
 // startProcess starts a program with more environment variables than this
 // process has.

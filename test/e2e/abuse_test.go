@@ -26,7 +26,7 @@ import (
 )
 
 // webhookMemoryLimit is the container memory limit in manifests/default.
-const webhookMemoryLimit = 128 << 20
+const webhookMemoryLimit = 192 << 20
 
 // rssOf reads a process's resident set size, in bytes.
 func rssOf(t *testing.T, pid int) int64 {
