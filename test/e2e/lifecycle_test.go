@@ -147,15 +147,7 @@ func TestMissedPodsAreCountedAndRolledOut(t *testing.T) {
 	before := createPod(t, testPod("before", ns, labels))
 	time.Sleep(time.Until(before.CreationTimestamp.Add(1100 * time.Millisecond)))
 
-	if err := cp.StopWebhook(); err != nil {
-		t.Fatal(err)
-	}
-	restarted := false
-	t.Cleanup(func() {
-		if !restarted {
-			_ = cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...)
-		}
-	})
+	restart := stopWebhook(t)
 	pp := onChange(podPreset("web", ns, labels, env("INJECTED", "yes")), 10*time.Second)
 	createPreset(t, pp)
 	// Each workload selects its own pods only (a ReplicaSet adopts the
@@ -180,10 +172,7 @@ func TestMissedPodsAreCountedAndRolledOut(t *testing.T) {
 		}
 	}
 
-	if err := cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...); err != nil {
-		t.Fatal(err)
-	}
-	restarted = true
+	restart()
 
 	// One aggregated Event on the preset.
 	eventually(t, 30*time.Second, func() error {

@@ -269,28 +269,39 @@ func TestPodsAreCreatedWhileTheWebhookIsDown(t *testing.T) {
 	labels := map[string]string{"app": "web"}
 	createPreset(t, podPreset("p", ns, labels, env("INJECTED", "yes")))
 	waitForPreset(t, ns, labels, "PodPreset/p@1")
-	if err := cp.StopWebhook(); err != nil {
-		t.Fatal(err)
-	}
-	restarted := false
-	t.Cleanup(func() {
-		if !restarted {
-			_ = cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...)
-		}
-	})
+	restart := stopWebhook(t)
 	pod := testPod("while-down", ns, labels)
 	create(t, pod)
 	if len(pod.Spec.Containers[0].Env) != 0 {
 		t.Errorf("the webhook is down, yet the pod got %v", pod.Spec.Containers[0].Env)
 	}
-	// Not the test's context: the webhook outlives the test.
-	if err := cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...); err != nil {
-		t.Fatal(err)
-	}
-	restarted = true
+	restart()
 	after := testPod("after", ns, labels)
 	create(t, after)
 	if got := envOf(after.Spec.Containers[0])["INJECTED"]; got != "yes" {
 		t.Errorf("after the restart, INJECTED = %q", got)
+	}
+}
+
+// stopWebhook stops the webhook and returns what starts it again; if the
+// test ends first, its cleanup starts it. It runs with the test run's
+// context, not the test's: the webhook outlives the test.
+func stopWebhook(t *testing.T) (restart func()) {
+	t.Helper()
+	if err := cp.StopWebhook(); err != nil {
+		t.Fatal(err)
+	}
+	started := false
+	t.Cleanup(func() {
+		if !started {
+			_ = cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...)
+		}
+	})
+	return func() {
+		t.Helper()
+		if err := cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...); err != nil {
+			t.Fatal(err)
+		}
+		started = true
 	}
 }
