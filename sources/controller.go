@@ -139,6 +139,10 @@ func (c *Controller) now() time.Time {
 // Reconcile materialises one preset's sources in every namespace it serves
 // and reports in its status.
 func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	// A reconcile that takes long delays every later change of the same
+	// preset: say so, and which step took the time.
+	steps := &stepTimer{start: time.Now()}
+	defer steps.logIfSlow(ctrl.LoggerFrom(ctx))
 	r, err := c.load(ctx, req.NamespacedName)
 	if err != nil || r == nil {
 		return reconcile.Result{}, err
@@ -161,7 +165,9 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if r.namespaces, err = c.namespaces(ctx, r.obj); err != nil {
 		return reconcile.Result{}, err
 	}
+	steps.done("load")
 	certs, requeue := c.certificates(ctx, r)
+	steps.done("certificates")
 	desired, states := materialise(materialiseInput{preset: r.key.Name, plan: r.plan, denied: r.denied, snaps: snaps, certs: certs})
 
 	keep := map[string]map[objectKey]bool{}
@@ -188,13 +194,16 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			}
 		}
 	}
+	steps.done("objects")
 	if err := c.sweep(ctx, r, keep); err != nil {
 		writeErrs = append(writeErrs, err)
 	}
+	steps.done("sweep")
 	status := nextStatus(r.obj.PresetStatus(), states, foreign, r.obj.GetGeneration(), r.now)
 	if err := c.writeStatus(ctx, r.obj, status); err != nil {
 		writeErrs = append(writeErrs, err)
 	}
+	steps.done("status")
 	if err := errors.Join(writeErrs...); err != nil {
 		return reconcile.Result{}, err
 	}

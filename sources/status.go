@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podpreset/podpreset/presets"
@@ -144,6 +145,9 @@ func (c *Controller) writeStatus(ctx context.Context, obj v1alpha1.Object, s sou
 	}
 	if err := c.Client.Status().Patch(ctx, obj, client.RawPatch(types.ApplyPatchType, body), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("writing the status: %w", err)
+	}
+	if s.Condition != nil {
+		ctrl.LoggerFrom(ctx).V(1).Info("status written", "sourcesReady", s.Condition.Status, "reason", s.Condition.Reason)
 	}
 	return nil
 }

@@ -641,7 +641,8 @@ func TestSourcesSurviveOutages(t *testing.T) {
 				// What the new process did about this preset and its
 				// errors (names and versions only: logs hold no value).
 				for _, line := range strings.Split(webhookLog.String()[logFrom:], "\n") {
-					if strings.Contains(line, ns) || strings.Contains(line, "error") {
+					if strings.Contains(line, ns) || strings.Contains(line, "error") || strings.Contains(line, "slow reconcile") ||
+						strings.Contains(line, "throttling") {
 						t.Log(line)
 					}
 				}
