@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,6 +40,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/podpreset/podpreset/presets"
 	"github.com/podpreset/podpreset/test/cluster"
@@ -49,6 +51,9 @@ func main() {
 	verbose := flag.Bool("v", false, "print the servers' logs")
 	node := flag.Bool("node", true, "run a node (needs root); false runs the webhook as a process, and no pod runs")
 	flag.Parse()
+	// The servers' logs are printed (-v); controller-runtime's clients here
+	// have nothing to say.
+	ctrllog.SetLogger(logr.Discard())
 	if err := runUntilSignalled(*once, *verbose, *node); err != nil {
 		fmt.Fprintf(os.Stderr, "make run: %v\n", err)
 		os.Exit(1)

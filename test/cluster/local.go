@@ -281,7 +281,9 @@ func (c *Cluster) ApplyExampleOnNode(ctx context.Context, dir string) (string, e
 		return out.String(), err
 	}
 	for _, p := range probes {
-		if err := waitFor(30*time.Second, func() error {
+		// On a busy machine the webhook's replicas can take a while to
+		// see a new namespace's presets: wait long, and say why on failure.
+		if err := waitFor(90*time.Second, func() error {
 			for range 10 {
 				probe := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: p.Namespace, Labels: p.Labels},
 					Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "probe", Image: ReportImage}}}}
@@ -294,10 +296,36 @@ func (c *Cluster) ApplyExampleOnNode(ctx context.Context, dir string) (string, e
 			}
 			return nil
 		}); err != nil {
-			return out.String(), err
+			return out.String(), fmt.Errorf("%w\n%s", err, webhookPods(ctx, cl))
 		}
 	}
 	o, _, err := c.Kubectl(ctx, bytes.NewReader(bytes.Join(workloads, []byte("\n---\n"))), "apply", "-f", "-")
 	out.WriteString(o)
 	return out.String(), err
+}
+
+// webhookPods describes the webhook's pods and its namespace's warnings:
+// what to look at when pods do not get their presets.
+func webhookPods(ctx context.Context, cl client.Client) string {
+	var b strings.Builder
+	var pods corev1.PodList
+	if err := cl.List(ctx, &pods, client.InNamespace(InstallNamespace)); err != nil {
+		return "listing the webhook's pods: " + err.Error()
+	}
+	for _, p := range pods.Items {
+		fmt.Fprintf(&b, "pod %s: %s", p.Name, p.Status.Phase)
+		for _, cs := range p.Status.ContainerStatuses {
+			fmt.Fprintf(&b, ", %s ready=%t restarts=%d", cs.Name, cs.Ready, cs.RestartCount)
+		}
+		b.WriteString("\n")
+	}
+	var events corev1.EventList
+	if err := cl.List(ctx, &events, client.InNamespace(InstallNamespace)); err == nil {
+		for _, e := range events.Items {
+			if e.Type == corev1.EventTypeWarning {
+				fmt.Fprintf(&b, "event %s/%s %s: %s (x%d)\n", e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message, e.Count)
+			}
+		}
+	}
+	return b.String()
 }
