@@ -72,6 +72,7 @@ type Cluster struct {
 	replicas []*replica
 	logs     io.Writer
 	node     *node
+	nodeLock *os.File // held while the node exists
 }
 
 // replica is one webhook process and where it listens.
@@ -144,6 +145,13 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	var nodeNet nodeNetwork
 	if opts.Node {
+		// One node on this machine at a time: a second (make run beside
+		// make test) waits for the first, rather than remove its bridge.
+		lock, err := lockNode(ctx, logs)
+		if err != nil {
+			return nil, err
+		}
+		c.nodeLock = lock
 		if nodeNet, err = pickNetwork(); err != nil {
 			return nil, err
 		}
@@ -579,6 +587,12 @@ func (c *Cluster) Stop() error {
 		if err := removeLinks(); err != nil {
 			errs = append(errs, fmt.Errorf("removing the node's network: %w", err))
 		}
+	}
+	if c.nodeLock != nil {
+		if err := c.nodeLock.Close(); err != nil { // releases the lock
+			errs = append(errs, err)
+		}
+		c.nodeLock = nil
 	}
 	if c.dir != "" {
 		if err := os.RemoveAll(c.dir); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -594,4 +595,38 @@ func (c *Cluster) buildImage(ctx context.Context, pkg, ref, tarball string, spec
 		return err
 	}
 	return image.WriteTarball(tarball, img, ref)
+}
+
+// nodeLockPath is the file whose lock a node holds on this machine.
+const nodeLockPath = "/run/podpreset-node.lock"
+
+// lockNode takes the machine-wide node lock, waiting (and saying so) while
+// another node holds it. The lock goes with the returned file, or with the
+// process.
+func lockNode(ctx context.Context, logs io.Writer) (*os.File, error) {
+	f, err := os.OpenFile(nodeLockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("the node lock: %w", err)
+	}
+	said := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", nodeLockPath, err)
+		}
+		if !said {
+			fmt.Fprintf(logs, "[cluster] another node runs on this machine (%s is locked): waiting for it\n", nodeLockPath)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for another node on this machine to stop: %w", ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
