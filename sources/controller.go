@@ -50,7 +50,8 @@ type Controller struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
-	certs certStore
+	certs   certStore
+	written writtenStatuses
 }
 
 // reconcileState is what one reconcile of one preset knows.
@@ -210,6 +211,12 @@ func (c *Controller) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if requeue == 0 || requeue > statusResync {
 		requeue = statusResync
 	}
+	// A source not read yet (a new leader's first reads) is looked at
+	// again shortly, so that the status says what was found within a
+	// second or two even if the hub's wake-up is lost.
+	if unread(snaps) && requeue > firstReadPoll {
+		requeue = firstReadPoll
+	}
 	return reconcile.Result{RequeueAfter: requeue}, nil
 }
 
@@ -224,6 +231,7 @@ func (c *Controller) load(ctx context.Context, key types.NamespacedName) (*recon
 		if err == nil || apierrors.IsNotFound(err) {
 			c.Hub.Want(key, nil)
 			c.certs.forget(key, obj.PresetKind())
+			c.written.forget(key)
 			return nil, nil
 		}
 		return nil, fmt.Errorf("reading %s %s: %w", obj.PresetKind(), key, err)

@@ -183,3 +183,89 @@ func TestControllerKeepsValuesWhileConsulIsDown(t *testing.T) {
 		t.Errorf("the status still reports sources: %+v", st)
 	}
 }
+
+// A new leader's first pass finds its sources unread: it looks again
+// within a second, so that the status says what the first reads found even
+// if the hub's wake-up were lost; once they are read, it waits for the
+// resync.
+func TestControllerLooksAgainSoonWhileASourceIsUnread(t *testing.T) {
+	f := newControllerFixture(t, filesPreset("apps/shop/"))
+	f.consul.put("apps/shop/app.yaml", "a: 1")
+	res, err := f.c.Reconcile(context.Background(), reconcile.Request{NamespacedName: confKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter != firstReadPoll {
+		t.Errorf("first pass: again after %s, want %s", res.RequeueAfter, firstReadPoll)
+	}
+	f.sync(t, confKey)
+	if res, err = f.c.Reconcile(context.Background(), reconcile.Request{NamespacedName: confKey}); err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter <= firstReadPoll {
+		t.Errorf("with every source read: again after %s, want the resync", res.RequeueAfter)
+	}
+	// A source that fails is read, too: no fast polling while Consul is down.
+	f.consul.setDown(true)
+	f.sync(t, confKey)
+	if res, err = f.c.Reconcile(context.Background(), reconcile.Request{NamespacedName: confKey}); err != nil {
+		t.Fatal(err)
+	}
+	if res.RequeueAfter <= firstReadPoll {
+		t.Errorf("with Consul down: again after %s, want the resync", res.RequeueAfter)
+	}
+}
+
+// staleCache answers Get for one preset with an old copy, as the manager's
+// cache does until the watch brings the controller's own last write.
+type staleCache struct {
+	client.Client
+	old *v1alpha1.PodPreset
+}
+
+func (s staleCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if pp, ok := obj.(*v1alpha1.PodPreset); ok && key == client.ObjectKeyFromObject(s.old) {
+		s.old.DeepCopyInto(pp)
+		return nil
+	}
+	return s.Client.Get(ctx, key, obj, opts...)
+}
+
+// The flake of TestSourcesSurviveOutages under load, reproduced: the old
+// leader reported Consul down; the new leader's first pass, before its own
+// first read, writes the status without the error; its first read fails
+// with the same error, while its cache still shows the old leader's status,
+// equal to the new one. The status must end up saying Consul is down.
+func TestNewLeaderReportsAnOutageItsCacheAlreadyShows(t *testing.T) {
+	f := newControllerFixture(t, filesPreset("apps/shop/"))
+	f.consul.put("apps/shop/app.yaml", "a: 1")
+	f.sync(t, confKey)
+	f.consul.setDown(true)
+	f.sync(t, confKey)
+	var old v1alpha1.PodPreset
+	if err := f.cl.Get(context.Background(), confKey, &old); err != nil {
+		t.Fatal(err)
+	}
+	if c := meta.FindStatusCondition(old.Status.Conditions, v1alpha1.ConditionSourcesReady); c == nil || c.Status != metav1.ConditionFalse {
+		t.Fatalf("the old leader's status: %+v", old.Status)
+	}
+
+	h, n := newTestHub(t, f.consul)
+	next := &Controller{Client: staleCache{Client: f.cl, old: &old}, Reader: f.cl, Hub: h, Tenancy: f.c.Tenancy}
+	if _, err := next.Reconcile(context.Background(), reconcile.Request{NamespacedName: confKey}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n.ch: // the first read failed
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new leader's hub never read Consul")
+	}
+	if _, err := next.Reconcile(context.Background(), reconcile.Request{NamespacedName: confKey}); err != nil {
+		t.Fatal(err)
+	}
+	st := f.status(t, confKey)
+	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionSourcesReady); c == nil || c.Status != metav1.ConditionFalse ||
+		len(st.Sources) != 1 || !strings.Contains(st.Sources[0].LastError, "unreachable") {
+		t.Errorf("the new leader's status says %+v, want Consul unreachable", st)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -122,7 +123,14 @@ func (s sourcesStatus) unchanged(prev *v1alpha1.PodPresetStatus) bool {
 // they changed, with server-side apply: no resourceVersion (the cache may
 // lag the controller's own last write), and other writers' conditions stay.
 func (c *Controller) writeStatus(ctx context.Context, obj v1alpha1.Object, s sourcesStatus) error {
-	if s.unchanged(obj.PresetStatus()) {
+	// The cache may not hold this controller's last write yet: the status
+	// is unchanged only if both it and the last write say so. (A new
+	// leader's first pass can clear the old leader's error before its own
+	// first read fails; the cache then still shows the old error, equal to
+	// the new one, while the object says there is none.)
+	key := types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}
+	last := c.written.get(key, obj.GetUID())
+	if s.unchanged(obj.PresetStatus()) && (last == nil || s.unchanged(last)) {
 		return nil
 	}
 	status := map[string]any{}
@@ -144,10 +152,52 @@ func (c *Controller) writeStatus(ctx context.Context, obj v1alpha1.Object, s sou
 		return err
 	}
 	if err := c.Client.Status().Patch(ctx, obj, client.RawPatch(types.ApplyPatchType, body), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		c.written.forget(key)
 		return fmt.Errorf("writing the status: %w", err)
 	}
+	c.written.put(key, obj.GetUID(), s)
 	if s.Condition != nil {
 		ctrl.LoggerFrom(ctx).V(1).Info("status written", "sourcesReady", s.Condition.Status, "reason", s.Condition.Reason)
 	}
 	return nil
+}
+
+// writtenStatuses remembers the status the controller last wrote for each
+// preset (by UID: a preset deleted and created again starts afresh).
+type writtenStatuses struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]writtenStatus
+}
+
+type writtenStatus struct {
+	uid    types.UID
+	status *v1alpha1.PodPresetStatus
+}
+
+func (w *writtenStatuses) get(key types.NamespacedName, uid types.UID) *v1alpha1.PodPresetStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if got, ok := w.m[key]; ok && got.uid == uid {
+		return got.status
+	}
+	return nil
+}
+
+func (w *writtenStatuses) put(key types.NamespacedName, uid types.UID, s sourcesStatus) {
+	st := &v1alpha1.PodPresetStatus{Sources: s.Sources, ForeignObjects: s.Foreign}
+	if s.Condition != nil {
+		st.Conditions = []metav1.Condition{*s.Condition}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = map[types.NamespacedName]writtenStatus{}
+	}
+	w.m[key] = writtenStatus{uid: uid, status: st}
+}
+
+func (w *writtenStatuses) forget(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.m, key)
 }

@@ -6,6 +6,20 @@ import (
 	"github.com/go-logr/logr"
 )
 
+// firstReadPoll is how soon a preset is reconciled again while one of its
+// sources has not been read yet.
+const firstReadPoll = time.Second
+
+// unread says whether a snapshot has neither values nor an error yet.
+func unread(snaps map[string]Snapshot) bool {
+	for _, s := range snaps {
+		if !s.Has && s.Err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // slowReconcile is how long a reconcile may take before it is logged.
 const slowReconcile = time.Second
 
