@@ -259,14 +259,23 @@ acl { enabled = true, default_policy = "deny", tokens { initial_management = %q 
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second}
 	url := "https://" + c.Addr
 	deadline := time.Now().Add(60 * time.Second)
+	// Ready when the management token works: the leader creates it a
+	// moment after it is elected, and until then it is "ACL not found".
 	for {
-		resp, err := client.Get(url + "/v1/status/leader")
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/acl/token/self", nil)
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		req.Header.Set("X-Consul-Token", token)
+		resp, err := client.Do(req)
 		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
+			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && len(body) > 2 {
+			if resp.StatusCode == http.StatusOK {
 				break
 			}
+			err = fmt.Errorf("GET /v1/acl/token/self: %s", resp.Status)
 		}
 		if p.exited() || time.Now().After(deadline) {
 			c.Stop()
