@@ -3,6 +3,7 @@ package presets
 import (
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,7 +15,9 @@ type Result struct {
 	// Pod is the pod after the presets were applied: a new object when
 	// Changed is true, else the input pod itself. The input is never
 	// modified, but the new object shares every part that did not change
-	// with it (copy on write): treat both as read-only, or DeepCopy first.
+	// with it (copy on write), and the pointers inside the entries it
+	// injected (a valueFrom, a volume source) with the compiled presets:
+	// treat it as read-only, or DeepCopy first. Nil from Patch.
 	Pod *corev1.Pod
 	// Changed says whether anything was added to the pod.
 	Changed bool
@@ -66,6 +69,17 @@ func Apply(pod *corev1.Pod, ns Namespace, set *Set) Result {
 // given, without matching; refused presets are reported, not merged. Apply
 // calls it with the presets that match.
 func Merge(pod *corev1.Pod, ns Namespace, presets []*Preset) Result {
+	m, res := merge(pod, ns, presets)
+	if res.Changed {
+		res.Pod = m.finish()
+	}
+	return res
+}
+
+// merge decides what the presets add to the pod: Result.Pod is the input,
+// and the merger holds the additions, for finish (the merged pod) or
+// writePatch (the JSON patch). The merger is nil when no preset applies.
+func merge(pod *corev1.Pod, ns Namespace, presets []*Preset) (*merger, Result) {
 	var refused []Refusal
 	if slices.ContainsFunc(presets, func(p *Preset) bool { return p.refusal != nil }) {
 		ok := make([]*Preset, 0, len(presets))
@@ -79,10 +93,10 @@ func Merge(pod *corev1.Pod, ns Namespace, presets []*Preset) Result {
 		presets = ok
 	}
 	if len(presets) == 0 {
-		return Result{Pod: pod, Refused: refused}
+		return nil, Result{Pod: pod, Refused: refused}
 	}
 	m := newMerger(pod, ns.Name, presets)
-	res := Result{Applied: make([]Ref, 0, len(presets)), Refused: refused}
+	res := Result{Pod: pod, Applied: make([]Ref, 0, len(presets)), Refused: refused}
 	// Every preset's init containers first, so that each is a target of
 	// every preset's env, envFrom and mounts, as on a second application.
 	for _, p := range presets {
@@ -96,21 +110,18 @@ func Merge(pod *corev1.Pod, ns Namespace, presets []*Preset) Result {
 	}
 	m.recordApplied(res.Applied)
 	m.recordSourcesHash(presets)
-	res.Conflicts, res.Omitted = m.conflicts, m.omitted
-	if !m.changed {
-		res.Pod = pod
-		return res
-	}
-	res.Pod, res.Changed = m.finish(), true
-	return res
+	res.Conflicts, res.Omitted, res.Changed = m.conflicts, m.omitted, m.changed
+	return m, res
 }
 
 // pending is an entry a preset adds: a pointer into the compiled preset
 // (immutable, so nothing is copied until finish builds the final slices at
-// their exact size) and the preset that added it.
+// their exact size), the preset that added it and the entry's index in it
+// (for its encoded form, writePatch).
 type pending[T any] struct {
 	v  *T
 	by *Preset
+	i  int
 }
 
 func pendingIndex[T any](list []pending[T], same func(*T) bool) int {
@@ -125,55 +136,86 @@ func pendingIndex[T any](list []pending[T], same func(*T) bool) int {
 // target is a container that receives env, envFrom and mounts, with what
 // the presets add to it so far.
 type target struct {
-	c         *corev1.Container
-	path      string // spec.containers[name=web]
-	env       []pending[corev1.EnvVar]
-	envFrom   []pending[corev1.EnvFromSource]
-	mounts    []pending[corev1.VolumeMount]
+	c       *corev1.Container
+	env     []pending[corev1.EnvVar]
+	envFrom []pending[corev1.EnvFromSource]
+	mounts  []pending[corev1.VolumeMount]
+	// index is the container's index in the pod's own init containers or
+	// containers; -1 for an injected init container.
+	index     int
 	isInitCtr bool
 }
 
+// path renders where the container is for a field path:
+// spec.containers[name=web]. Only conflicts and omissions need it.
+func (t *target) path() string {
+	if t.isInitCtr {
+		return "spec.initContainers[name=" + t.c.Name + "]"
+	}
+	return "spec.containers[name=" + t.c.Name + "]"
+}
+
 type merger struct {
-	pod       *corev1.Pod // the working copy
+	presets   []*Preset   // the presets merged, in order
+	pod       *corev1.Pod // the working copy: &copy
+	copy      corev1.Pod
 	ns        string
-	targets   []*target
+	targets   []target
 	inits     []*corev1.Container // injected init containers, in order
 	initsBy   []*Preset
 	volumes   []pending[corev1.Volume]
 	pulls     []corev1.LocalObjectReference
 	annots    []annotation // added annotations
 	annotsBy  []*Preset
-	applied   string                             // the new podpreset.dev/applied value, if it changes
-	srcHash   string                             // podpreset.dev/sources-hash, if added
-	sizes     struct{ env, envFrom, mounts int } // the most a target can receive
+	applied   string                                      // the new podpreset.dev/applied value, if it changes
+	srcHash   string                                      // podpreset.dev/sources-hash, if added
+	sizes     struct{ env, envFrom, mounts, volumes int } // the most a target (the pod) can receive
 	conflicts []Conflict
 	omitted   []Omission
 	changed   bool
+	// slabs back the targets' pending lists (slab).
+	slabs struct {
+		env     []pending[corev1.EnvVar]
+		envFrom []pending[corev1.EnvFromSource]
+		mounts  []pending[corev1.VolumeMount]
+	}
 }
 
 // newMerger starts from a shallow copy of the pod with its own container
 // slices. Nothing reachable from the input is ever written: finish gives
 // every list and map it changes a new backing array.
 func newMerger(pod *corev1.Pod, ns string, presets []*Preset) *merger {
-	out := *pod
-	out.Spec.InitContainers = slices.Clone(pod.Spec.InitContainers)
-	out.Spec.Containers = slices.Clone(pod.Spec.Containers)
-	m := &merger{pod: &out, ns: ns}
+	m := &merger{presets: presets, copy: *pod, ns: ns}
+	m.pod = &m.copy
+	m.pod.Spec.InitContainers = slices.Clone(pod.Spec.InitContainers)
+	m.pod.Spec.Containers = slices.Clone(pod.Spec.Containers)
+	nInits := 0
 	for _, p := range presets {
 		m.sizes.env += len(p.env)
 		m.sizes.envFrom += len(p.envFrom)
 		m.sizes.mounts += len(p.mounts)
+		m.sizes.volumes += len(p.volumes)
+		nInits += len(p.inits)
 	}
-	m.targets = make([]*target, 0, len(out.Spec.InitContainers)+len(out.Spec.Containers)+2)
-	for i := range out.Spec.InitContainers {
-		c := &out.Spec.InitContainers[i]
-		m.targets = append(m.targets, &target{c: c, path: "spec.initContainers[name=" + c.Name + "]", isInitCtr: true})
+	m.targets = make([]target, 0, len(m.pod.Spec.InitContainers)+len(m.pod.Spec.Containers)+nInits)
+	for i := range m.pod.Spec.InitContainers {
+		m.targets = append(m.targets, target{c: &m.pod.Spec.InitContainers[i], index: i, isInitCtr: true})
 	}
-	for i := range out.Spec.Containers {
-		c := &out.Spec.Containers[i]
-		m.targets = append(m.targets, &target{c: c, path: "spec.containers[name=" + c.Name + "]"})
+	for i := range m.pod.Spec.Containers {
+		m.targets = append(m.targets, target{c: &m.pod.Spec.Containers[i], index: i})
 	}
 	return m
+}
+
+// slab hands out per-target lists of pending entries from one allocation:
+// each target can receive at most size entries of a kind.
+func slab[T any](list *[]T, size, targets int) []T {
+	if cap(*list) == 0 {
+		*list = make([]T, size*targets)
+	}
+	s := (*list)[:size:size]
+	*list = (*list)[size:]
+	return s[:0]
 }
 
 // conflict records a dropped value. The field path is built here, from the
@@ -187,7 +229,7 @@ func (m *merger) conflict(p *Preset, kind FieldKind, t *target, field string, ke
 	c := Conflict{Preset: p.ref, Kind: kind, Field: field, Kept: render(kept), KeptFrom: from, Dropped: render(dropped)}
 	if t != nil {
 		c.Container = t.c.Name
-		c.Field = t.path + "." + field
+		c.Field = t.path() + "." + field
 	}
 	m.conflicts = append(m.conflicts, c)
 }
@@ -195,7 +237,7 @@ func (m *merger) conflict(p *Preset, kind FieldKind, t *target, field string, ke
 // omit records an entry left out because its object is someone else's.
 func (m *merger) omit(p *Preset, t *target, field string, o objRef) {
 	if t != nil {
-		field = t.path + "." + field
+		field = t.path() + "." + field
 	}
 	m.omitted = append(m.omitted, Omission{Preset: p.ref, Field: field, Object: o.kind + " " + m.ns + "/" + o.name})
 }
@@ -213,7 +255,7 @@ func (m *merger) apply(p *Preset) {
 			omittedVolumes[p.volumes[i].Name] = p.volumeObjs[i]
 			continue
 		}
-		m.addVolume(p, &p.volumes[i])
+		m.addVolume(p, i)
 	}
 	for _, s := range p.pullSecrets {
 		m.addPullSecret(s)
@@ -221,7 +263,8 @@ func (m *merger) apply(p *Preset) {
 	for _, a := range p.annotations {
 		m.addAnnotation(p, a)
 	}
-	for _, t := range m.targets {
+	for k := range m.targets {
+		t := &m.targets[k]
 		if !p.targets(t.c.Name) {
 			continue
 		}
@@ -230,26 +273,27 @@ func (m *merger) apply(p *Preset) {
 				m.omit(p, t, "env[name="+p.env[i].Name+"]", p.envObjs[i])
 				continue
 			}
-			m.addEnv(p, t, &p.env[i])
+			m.addEnv(p, t, i)
 		}
 		for i := range p.envFrom {
 			if p.foreign != nil && p.isForeign(m.ns, p.envFromObjs[i]) {
 				m.omit(p, t, "envFrom["+envFromKey(&p.envFrom[i])+"]", p.envFromObjs[i])
 				continue
 			}
-			m.addEnvFrom(p, t, &p.envFrom[i])
+			m.addEnvFrom(p, t, i)
 		}
 		for i := range p.mounts {
 			if o, ok := omittedVolumes[p.mounts[i].Name]; ok {
 				m.omit(p, t, "volumeMounts[mountPath="+p.mounts[i].MountPath+"]", o)
 				continue
 			}
-			m.addMount(p, t, &p.mounts[i])
+			m.addMount(p, t, i)
 		}
 	}
 }
 
-func (m *merger) addEnv(p *Preset, t *target, e *corev1.EnvVar) {
+func (m *merger) addEnv(p *Preset, t *target, idx int) {
+	e := &p.env[idx]
 	if i := slices.IndexFunc(t.c.Env, func(x corev1.EnvVar) bool { return x.Name == e.Name }); i >= 0 {
 		if !sameEnv(&t.c.Env[i], e) {
 			m.conflict(p, FieldEnv, t, "env[name="+e.Name+"]", &t.c.Env[i], nil, e)
@@ -263,9 +307,9 @@ func (m *merger) addEnv(p *Preset, t *target, e *corev1.EnvVar) {
 		return
 	}
 	if t.env == nil {
-		t.env = make([]pending[corev1.EnvVar], 0, m.sizes.env)
+		t.env = slab(&m.slabs.env, m.sizes.env, len(m.targets))
 	}
-	t.env = append(t.env, pending[corev1.EnvVar]{e, p})
+	t.env = append(t.env, pending[corev1.EnvVar]{e, p, idx})
 	m.changed = true
 }
 
@@ -301,7 +345,8 @@ func envFromKey(e *corev1.EnvFromSource) string {
 	return strings.Join(parts, ",")
 }
 
-func (m *merger) addEnvFrom(p *Preset, t *target, e *corev1.EnvFromSource) {
+func (m *merger) addEnvFrom(p *Preset, t *target, idx int) {
+	e := &p.envFrom[idx]
 	if i := slices.IndexFunc(t.c.EnvFrom, func(x corev1.EnvFromSource) bool { return sameEnvFromKey(&x, e) }); i >= 0 {
 		if !equality.Semantic.DeepEqual(&t.c.EnvFrom[i], e) {
 			m.conflict(p, FieldEnvFrom, t, "envFrom["+envFromKey(e)+"]", &t.c.EnvFrom[i], nil, e)
@@ -315,13 +360,14 @@ func (m *merger) addEnvFrom(p *Preset, t *target, e *corev1.EnvFromSource) {
 		return
 	}
 	if t.envFrom == nil {
-		t.envFrom = make([]pending[corev1.EnvFromSource], 0, m.sizes.envFrom)
+		t.envFrom = slab(&m.slabs.envFrom, m.sizes.envFrom, len(m.targets))
 	}
-	t.envFrom = append(t.envFrom, pending[corev1.EnvFromSource]{e, p})
+	t.envFrom = append(t.envFrom, pending[corev1.EnvFromSource]{e, p, idx})
 	m.changed = true
 }
 
-func (m *merger) addMount(p *Preset, t *target, vm *corev1.VolumeMount) {
+func (m *merger) addMount(p *Preset, t *target, idx int) {
+	vm := &p.mounts[idx]
 	if i := slices.IndexFunc(t.c.VolumeMounts, func(x corev1.VolumeMount) bool { return x.MountPath == vm.MountPath }); i >= 0 {
 		if !equality.Semantic.DeepEqual(&t.c.VolumeMounts[i], vm) {
 			m.conflict(p, FieldVolumeMount, t, "volumeMounts[mountPath="+vm.MountPath+"]", &t.c.VolumeMounts[i], nil, vm)
@@ -335,13 +381,14 @@ func (m *merger) addMount(p *Preset, t *target, vm *corev1.VolumeMount) {
 		return
 	}
 	if t.mounts == nil {
-		t.mounts = make([]pending[corev1.VolumeMount], 0, m.sizes.mounts)
+		t.mounts = slab(&m.slabs.mounts, m.sizes.mounts, len(m.targets))
 	}
-	t.mounts = append(t.mounts, pending[corev1.VolumeMount]{vm, p})
+	t.mounts = append(t.mounts, pending[corev1.VolumeMount]{vm, p, idx})
 	m.changed = true
 }
 
-func (m *merger) addVolume(p *Preset, v *corev1.Volume) {
+func (m *merger) addVolume(p *Preset, idx int) {
+	v := &p.volumes[idx]
 	if i := slices.IndexFunc(m.pod.Spec.Volumes, func(x corev1.Volume) bool { return x.Name == v.Name }); i >= 0 {
 		if !equality.Semantic.DeepEqual(&m.pod.Spec.Volumes[i], v) {
 			m.conflict(p, FieldVolume, nil, "spec.volumes[name="+v.Name+"]", &m.pod.Spec.Volumes[i], nil, v)
@@ -354,7 +401,10 @@ func (m *merger) addVolume(p *Preset, v *corev1.Volume) {
 		}
 		return
 	}
-	m.volumes = append(m.volumes, pending[corev1.Volume]{v, p})
+	if m.volumes == nil {
+		m.volumes = make([]pending[corev1.Volume], 0, m.sizes.volumes)
+	}
+	m.volumes = append(m.volumes, pending[corev1.Volume]{v, p, idx})
 	m.changed = true
 }
 
@@ -389,7 +439,8 @@ func (m *merger) addAnnotation(p *Preset, a annotation) {
 // name. Container names are unique across init and app containers, so an
 // app container of that name is a conflict too.
 func (m *merger) addInit(p *Preset, c *corev1.Container) {
-	for _, t := range m.targets {
+	for k := range m.targets {
+		t := &m.targets[k]
 		if t.c.Name != c.Name {
 			continue
 		}
@@ -402,10 +453,12 @@ func (m *merger) addInit(p *Preset, c *corev1.Container) {
 		}
 		return
 	}
-	cp := c.DeepCopy()
+	// A shallow copy: finish gives the lists it changes new backing arrays.
+	cp := new(corev1.Container)
+	*cp = *c
 	m.inits = append(m.inits, cp)
 	m.initsBy = append(m.initsBy, p)
-	m.targets = append(m.targets, &target{c: cp, path: "spec.initContainers[name=" + c.Name + "]", isInitCtr: true})
+	m.targets = append(m.targets, target{c: cp, index: -1, isInitCtr: true})
 	m.changed = true
 }
 
@@ -441,10 +494,24 @@ func (t *target) sameInit(c *corev1.Container) bool {
 // place (with the generation updated), new presets are appended.
 func (m *merger) recordApplied(refs []Ref) {
 	old := m.pod.Annotations[AnnotationApplied]
-	var entries []string
-	if old != "" {
-		entries = strings.Split(old, ",")
+	if old == "" {
+		// The first application: the entries in order, in one string.
+		var b strings.Builder
+		b.Grow(len(refs) * 32)
+		for i, r := range refs {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(r.Kind)
+			b.WriteByte('/')
+			b.WriteString(r.Name)
+			b.WriteByte('@')
+			b.WriteString(strconv.FormatInt(r.Generation, 10))
+		}
+		m.applied, m.changed = b.String(), true
+		return
 	}
+	entries := strings.Split(old, ",")
 	for _, r := range refs {
 		prefix := r.Kind + "/" + r.Name + "@"
 		i := slices.IndexFunc(entries, func(e string) bool { return strings.HasPrefix(strings.TrimSpace(e), prefix) })
@@ -473,21 +540,36 @@ func (m *merger) recordSourcesHash(presets []*Preset) {
 	}
 }
 
-// finish writes what the presets added into the working copy, each list
-// allocated once at its final size, injected values deep-copied out of the
-// compiled presets.
+// finish writes what the presets added into the working copy, each kind
+// of list allocated once for every container at its final size. Injected
+// entries are copied shallowly: their pointers are the compiled presets'.
 func (m *merger) finish() *corev1.Pod {
 	pod := m.pod
-	for _, t := range m.targets {
-		c := t.c
+	var n struct{ env, envFrom, mounts int }
+	for k := range m.targets {
+		t := &m.targets[k]
 		if len(t.env) > 0 {
-			c.Env = prepend(t.env, c.Env)
+			n.env += len(t.env) + len(t.c.Env)
 		}
 		if len(t.envFrom) > 0 {
-			c.EnvFrom = prepend(t.envFrom, c.EnvFrom)
+			n.envFrom += len(t.envFrom) + len(t.c.EnvFrom)
 		}
 		if len(t.mounts) > 0 {
-			c.VolumeMounts = appendCopies(c.VolumeMounts, t.mounts)
+			n.mounts += len(t.mounts) + len(t.c.VolumeMounts)
+		}
+	}
+	env, envFrom, mounts := make([]corev1.EnvVar, 0, n.env), make([]corev1.EnvFromSource, 0, n.envFrom), make([]corev1.VolumeMount, 0, n.mounts)
+	for k := range m.targets {
+		t := &m.targets[k]
+		c := t.c
+		if len(t.env) > 0 {
+			c.Env, env = place(env, t.env, c.Env, true)
+		}
+		if len(t.envFrom) > 0 {
+			c.EnvFrom, envFrom = place(envFrom, t.envFrom, c.EnvFrom, true)
+		}
+		if len(t.mounts) > 0 {
+			c.VolumeMounts, mounts = place(mounts, t.mounts, c.VolumeMounts, false)
 		}
 	}
 	if len(m.inits) > 0 {
@@ -501,7 +583,7 @@ func (m *merger) finish() *corev1.Pod {
 		pod.Spec.ImagePullSecrets = append(slices.Clip(pod.Spec.ImagePullSecrets), m.pulls...)
 	}
 	if len(m.volumes) > 0 {
-		pod.Spec.Volumes = appendCopies(pod.Spec.Volumes, m.volumes)
+		pod.Spec.Volumes, _ = place(make([]corev1.Volume, 0, len(pod.Spec.Volumes)+len(m.volumes)), m.volumes, pod.Spec.Volumes, false)
 	}
 	if len(m.annots) > 0 || m.applied != "" || m.srcHash != "" {
 		annots := make(map[string]string, len(pod.Annotations)+len(m.annots)+2)
@@ -520,27 +602,20 @@ func (m *merger) finish() *corev1.Pod {
 	return pod
 }
 
-// deepCopier is a core type with a generated DeepCopyInto.
-type deepCopier[T any] interface {
-	*T
-	DeepCopyInto(*T)
-}
-
-// prepend returns deep copies of the added entries followed by own.
-func prepend[T any, P deepCopier[T]](added []pending[T], own []T) []T {
-	out := make([]T, len(added), len(added)+len(own))
-	for i, a := range added {
-		P(a.v).DeepCopyInto(&out[i])
+// place writes a container's (or the pod's) final list at the end of
+// buf: the added entries before its own (first) or after them. It returns
+// that list, capped so that nothing appended to buf later reaches it, and
+// buf with the list in it.
+func place[T any](buf []T, added []pending[T], own []T, first bool) (list, grown []T) {
+	start := len(buf)
+	if !first {
+		buf = append(buf, own...)
 	}
-	return append(out, own...)
-}
-
-// appendCopies returns own followed by deep copies of the added entries.
-func appendCopies[T any, P deepCopier[T]](own []T, added []pending[T]) []T {
-	out := make([]T, len(own)+len(added))
-	copy(out, own)
-	for i, a := range added {
-		P(a.v).DeepCopyInto(&out[len(own)+i])
+	for _, a := range added {
+		buf = append(buf, *a.v)
 	}
-	return out
+	if first {
+		buf = append(buf, own...)
+	}
+	return buf[start:len(buf):len(buf)], buf
 }

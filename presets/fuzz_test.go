@@ -201,6 +201,7 @@ func FuzzApply(f *testing.F) {
 // presets.
 func checkApplyInvariants(t *testing.T, pod *corev1.Pod, set *Set) {
 	t.Helper()
+	checkPatch(t, pod, defaultNS, set)
 	before := pod.DeepCopy()
 	res := Apply(pod, defaultNS, set)
 	if diff := cmp.Diff(before, pod); diff != "" {

@@ -69,6 +69,8 @@ type Preset struct {
 	rolloutInterval time.Duration
 	// contentHash is ContentHash of the spec.
 	contentHash string
+	// encoded holds the injected entries as JSON, for Patch.
+	encoded encodedCache
 }
 
 // ContentHash returns ContentHash of the preset's spec.

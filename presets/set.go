@@ -109,6 +109,9 @@ func (ix *index) match(out []*Preset, podLabels, nsLabels labels.Set) []*Preset 
 	start := len(out)
 	ix.candidates(podLabels, func(p *Preset) {
 		if p.selector.Matches(podLabels) && (p.nsSelector == nil || p.nsSelector.Matches(nsLabels)) {
+			if out == nil {
+				out = make([]*Preset, 0, 8) // one allocation for the usual few
+			}
 			out = append(out, p)
 		}
 	})

@@ -2,8 +2,10 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,19 +15,27 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podpreset/podpreset/presets/presetstest"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
 // benchReview is a pod creation review for the benchmarks: the engine
-// benchmark's pod in namespace "shop", matched by 5 of 1,000 presets.
-func benchReview(b *testing.B) ([]byte, *PodMutator) {
+// benchmark's pod in namespace "shop", matched by 5 of 1,000 presets, or
+// with match false, relabelled so that none matches.
+func benchReview(b *testing.B, match bool) ([]byte, *PodMutator) {
 	b.Helper()
-	raw, err := json.Marshal(presetstest.BenchPod("shop"))
+	pod := presetstest.BenchPod("shop")
+	if !match {
+		pod.Labels["app"] = "matched-by-none"
+	}
+	raw, err := json.Marshal(pod)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -43,33 +53,90 @@ func benchReview(b *testing.B) ([]byte, *PodMutator) {
 	for _, pp := range presetstest.BenchPresets("shop", 1000) {
 		objs = append(objs, pp)
 	}
-	return review, testMutator(&testing.T{}, objs...)
+	m := testMutator(&testing.T{}, objs...)
+	m.Namespaces = lentNamespaces{"shop": {ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{corev1.LabelMetadataName: "shop"}}}}
+	return review, m
+}
+
+// lentNamespaces reads namespaces as the webhook's cache does
+// (UnsafeDisableDeepCopy, cmd/podpreset-webhook): a shallow copy of the
+// cache's own object, no deep copy.
+type lentNamespaces map[string]*corev1.Namespace
+
+func (l lentNamespaces) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	ns, ok := l[key.Name]
+	if !ok {
+		return apierrors.NewNotFound(corev1.Resource("namespaces"), key.Name)
+	}
+	*obj.(*corev1.Namespace) = *ns
+	return nil
+}
+
+func (l lentNamespaces) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return errors.New("lentNamespaces: List is not used")
 }
 
 // BenchmarkPodMutator is one review through the HTTP handler in process:
-// decode the review, decode the pod, apply 5 of 1,000 presets, compute the
-// patch, encode the answer.
+// decode the review with its pod, apply 5 of 1,000 presets and write the
+// patch (injected), or find that none applies (nothing-matches), encode
+// the answer.
 func BenchmarkPodMutator(b *testing.B) {
-	review, m := benchReview(b)
-	h := Serve(m, NewLimiter(256, 24<<20), MaxPodReviewBytes)
-	b.ReportAllocs()
-	for b.Loop() {
-		rec := httptest.NewRecorder()
-		req := httptest.NewRequest(http.MethodPost, "/mutate-pods", bytes.NewReader(review))
-		req.Header.Set("Content-Type", "application/json")
-		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK || !bytes.Contains(rec.Body.Bytes(), []byte(`"patch"`)) {
-			b.Fatalf("HTTP %d: %s", rec.Code, rec.Body)
-		}
+	for _, tc := range []struct {
+		name  string
+		match bool
+	}{{"injected", true}, {"nothing-matches", false}} {
+		b.Run(tc.name, func(b *testing.B) {
+			review, m := benchReview(b, tc.match)
+			h := Serve(m, NewLimiter(256, 24<<20), MaxPodReviewBytes)
+			w := &discardWriter{header: http.Header{}}
+			req := httptest.NewRequest(http.MethodPost, "/mutate-pods", nil)
+			req.Header.Set("Content-Type", "application/json")
+			body := &rewindReader{}
+			req.Body = body
+			b.ReportAllocs()
+			for b.Loop() {
+				body.Reset(review)
+				req.ContentLength = int64(len(review))
+				w.code, w.n, w.patched = 0, 0, false
+				h.ServeHTTP(w, req)
+				if w.code != http.StatusOK || w.patched != tc.match {
+					b.Fatalf("HTTP %d, patched %v", w.code, w.patched)
+				}
+			}
+		})
 	}
 }
+
+// discardWriter is a ResponseWriter that keeps only what the benchmark
+// checks, so that the figures are the handler's, not a recorder's.
+type discardWriter struct {
+	header  http.Header
+	code, n int
+	patched bool
+}
+
+func (w *discardWriter) Header() http.Header  { return w.header }
+func (w *discardWriter) WriteHeader(code int) { w.code = code }
+func (w *discardWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	w.n += len(p)
+	w.patched = w.patched || bytes.Contains(p, []byte(`"patch":`))
+	return len(p), nil
+}
+
+// rewindReader is a request body read again on every iteration.
+type rewindReader struct{ bytes.Reader }
+
+func (r *rewindReader) Close() error { return nil }
 
 // BenchmarkPodMutatorHTTPS sends reviews to an HTTPS server on loopback
 // from 8 concurrent keep-alive clients, as the API server does, and reports
 // reviews per second and the 50th and 99th percentile latency. The loop is
 // bounded by -benchtime.
 func BenchmarkPodMutatorHTTPS(b *testing.B) {
-	review, m := benchReview(b)
+	review, m := benchReview(b, true)
 	srv := httptest.NewUnstartedServer(Serve(m, NewLimiter(256, 24<<20), MaxPodReviewBytes))
 	srv.EnableHTTP2 = false
 	srv.StartTLS()

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/podpreset/podpreset/presets"
-	"github.com/podpreset/podpreset/presets/patch"
 )
 
 // PodMutator applies presets to pods at creation.
@@ -57,7 +55,11 @@ func (m *PodMutator) Handle(ctx context.Context, req *Request[corev1.Pod]) (*adm
 	}
 
 	m.Presets.WaitFor(ctx, req.Namespace, m.Wait)
-	res := presets.Apply(pod, ns, m.Presets.Set())
+	res, encoded, err := presets.Patch(pod, ns, m.Presets.Set())
+	if err != nil {
+		admissionTotal.WithLabelValues(ResultError).Inc()
+		return nil, err
+	}
 	countResult(res)
 	warnings := warnings(res)
 	switch {
@@ -65,21 +67,11 @@ func (m *PodMutator) Handle(ctx context.Context, req *Request[corev1.Pod]) (*adm
 		admissionTotal.WithLabelValues(ResultSkipped).Inc()
 		log.V(1).Info("pod left alone", "pod", klog.KRef(req.Namespace, podName(pod)), "reason", string(res.Skipped))
 		return allowed(string(res.Skipped)), nil
-	case !res.Changed:
+	case !res.Changed || encoded == nil:
 		admissionTotal.WithLabelValues(ResultUnchanged).Inc()
 		resp := allowed("")
 		resp.Warnings = warnings
 		return resp, nil
-	}
-	ops, err := patch.Pod(pod, res.Pod, "")
-	if err != nil {
-		admissionTotal.WithLabelValues(ResultError).Inc()
-		return nil, err
-	}
-	encoded, err := json.Marshal(ops)
-	if err != nil {
-		admissionTotal.WithLabelValues(ResultError).Inc()
-		return nil, fmt.Errorf("encoding the patch: %w", err)
 	}
 	pt := admissionv1.PatchTypeJSONPatch
 	resp := allowed("")

@@ -132,3 +132,19 @@ func TestCacheSeesEveryMaterialisedSecret(t *testing.T) {
 		t.Errorf("without sources: %+v; want the certificate Secret only", without.Namespaces)
 	}
 }
+
+// TestCacheLendsNamespaces: the pod webhook reads a namespace's labels on
+// every admission, from the cache's own object (no deep copy per request).
+func TestCacheLendsNamespaces(t *testing.T) {
+	for _, withSources := range []bool{false, true} {
+		var found bool
+		for o, by := range cacheOptions(defaultOptions(), withSources).ByObject {
+			if _, ok := o.(*corev1.Namespace); ok {
+				found = by.UnsafeDisableDeepCopy != nil && *by.UnsafeDisableDeepCopy
+			}
+		}
+		if !found {
+			t.Errorf("sources %v: Namespaces are deep-copied on every read", withSources)
+		}
+	}
+}

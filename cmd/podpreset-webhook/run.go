@@ -19,6 +19,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
@@ -322,6 +323,10 @@ func cacheOptions(opts Options, withSources bool) cache.Options {
 		byObject[&corev1.Secret{}] = cache.ByObject{Namespaces: map[string]cache.Config{
 			opts.Namespace: {FieldSelector: byName(opts.CertSecret)}}}
 	}
+	// The pod webhook reads a namespace's labels on every admission; no one
+	// in this process writes a Namespace it read, so the cache hands out its
+	// own copy rather than a deep copy per request.
+	byObject[&corev1.Namespace{}] = cache.ByObject{UnsafeDisableDeepCopy: ptr.To(true)}
 	// Nothing reads managedFields from the cache: dropping them keeps the
 	// inventory's pods (and every other object) small.
 	return cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()}

@@ -1,0 +1,336 @@
+package presets
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"unicode/utf8"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Patch is Apply for an admission webhook: it merges the matching presets
+// and returns, instead of the merged pod, the JSON patch (RFC 6902) that
+// turns the pod into it; nil when nothing changes. Result.Pod is nil.
+//
+// The patch is the one presets/patch computes from the two pods, byte for
+// byte (a test holds it to that), so it keeps that package's insert-only
+// shape: entries the pod already has are never replaced, and fields of
+// theirs that our Go types do not know survive. It is written straight from
+// the merge, without building the merged pod, and each injected entry is
+// encoded once per preset (on first use) rather than once per pod.
+func Patch(pod *corev1.Pod, ns Namespace, set *Set) (Result, []byte, error) {
+	if r := Skip(pod); r != "" {
+		return Result{Skipped: r}, nil, nil
+	}
+	if r := SkipNamespace(ns); r != "" {
+		return Result{Skipped: r}, nil, nil
+	}
+	m, res := merge(pod, ns, set.Match(ns, pod.Labels))
+	res.Pod = nil
+	if !res.Changed {
+		return res, nil, nil
+	}
+	out, err := m.writePatch(pod)
+	return res, out, err
+}
+
+// encoded is a preset's injected entries as JSON, index for index.
+type encoded struct {
+	env, envFrom, volumes, mounts [][]byte
+}
+
+// encodedCache holds a preset's encoded entries once a pod needed them.
+type encodedCache struct{ p atomic.Pointer[encoded] }
+
+// entries returns the preset's encoded entries, encoding them on first use.
+// Two requests may both encode them; either result is the same.
+func (p *Preset) entries() (*encoded, error) {
+	if e := p.encoded.p.Load(); e != nil {
+		return e, nil
+	}
+	e := &encoded{}
+	var err error
+	if e.env, err = encodeEach(p.env); err != nil {
+		return nil, err
+	}
+	if e.envFrom, err = encodeEach(p.envFrom); err != nil {
+		return nil, err
+	}
+	if e.volumes, err = encodeEach(p.volumes); err != nil {
+		return nil, err
+	}
+	if e.mounts, err = encodeEach(p.mounts); err != nil {
+		return nil, err
+	}
+	p.encoded.p.Store(e)
+	return e, nil
+}
+
+func encodeEach[T any](list []T) ([][]byte, error) {
+	out := make([][]byte, len(list))
+	for i := range list {
+		b, err := json.Marshal(&list[i])
+		if err != nil {
+			return nil, fmt.Errorf("encoding %T: %w", list[i], err)
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+// patchWriter writes JSON patch operations into one buffer.
+type patchWriter struct {
+	buf []byte
+	n   int // operations written
+	err error
+}
+
+// op starts an add operation and writes its path from parts (a string
+// or an int, a list index), leaving the writer where the value goes; end
+// closes it.
+func (w *patchWriter) op(parts ...any) {
+	if w.n == 0 {
+		w.buf = append(w.buf, '[')
+	} else {
+		w.buf = append(w.buf, ',')
+	}
+	w.n++
+	w.buf = append(w.buf, `{"op":"add","path":"`...)
+	for _, p := range parts {
+		switch p := p.(type) {
+		case string:
+			w.buf = appendStringBody(w.buf, p)
+		case int:
+			w.buf = strconv.AppendInt(w.buf, int64(p), 10)
+		}
+	}
+	w.buf = append(w.buf, `","value":`...)
+}
+
+func (w *patchWriter) end() { w.buf = append(w.buf, '}') }
+
+// value writes a value encoding/json encodes, for the rare entries that
+// have no encoded form (injected init containers, pull secrets).
+func (w *patchWriter) value(v any) {
+	b, err := json.Marshal(v)
+	if err != nil && w.err == nil {
+		w.err = fmt.Errorf("encoding %T: %w", v, err)
+	}
+	w.buf = append(w.buf, b...)
+}
+
+// str writes a JSON string as encoding/json writes it.
+func (w *patchWriter) str(s string) {
+	w.buf = append(w.buf, '"')
+	w.buf = appendStringBody(w.buf, s)
+	w.buf = append(w.buf, '"')
+}
+
+// appendStringBody appends s escaped as encoding/json escapes a string
+// (HTML characters too), without the quotes. Strings that need no escape,
+// the usual case, are copied as they are.
+func appendStringBody(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s) // a string always encodes
+			return append(dst, b[1:len(b)-1]...)
+		}
+	}
+	return append(dst, s...)
+}
+
+// writeEntries writes added entries where an insert-only patch puts them,
+// at path (its parts, as op takes them): when the list is empty, one add
+// of the whole list; else one add per entry, at index 0, 1, … in front of
+// the pod's own (prepend) or at the end (-).
+func writeEntries[T any](w *patchWriter, path [3]any, own int, added []pending[T], js func(pending[T]) []byte, prepend bool) {
+	if len(added) == 0 {
+		return
+	}
+	if own == 0 {
+		w.op(path[0], path[1], path[2])
+		w.buf = append(w.buf, '[')
+		for i, a := range added {
+			if i > 0 {
+				w.buf = append(w.buf, ',')
+			}
+			w.buf = append(w.buf, js(a)...)
+		}
+		w.buf = append(w.buf, ']')
+		w.end()
+		return
+	}
+	for i, a := range added {
+		if prepend {
+			w.op(path[0], path[1], path[2], "/", i)
+		} else {
+			w.op(path[0], path[1], path[2], "/-")
+		}
+		w.buf = append(w.buf, js(a)...)
+		w.end()
+	}
+}
+
+// writePatch writes the patch that turns pod into the merged pod, in the
+// order presets/patch.Pod writes it: annotations; each of the pod's own
+// init containers and containers at its own index (env, envFrom, mounts);
+// the injected init containers; volumes; pull secrets.
+func (m *merger) writePatch(pod *corev1.Pod) ([]byte, error) {
+	for _, p := range m.presets {
+		if _, err := p.entries(); err != nil {
+			return nil, err
+		}
+	}
+	w := &patchWriter{buf: make([]byte, 0, m.patchSize())}
+	m.writeAnnotations(w, pod.Annotations)
+	for _, initCtrs := range []bool{true, false} {
+		base := "/spec/containers/"
+		if initCtrs {
+			base = "/spec/initContainers/"
+		}
+		for k := range m.targets {
+			t := &m.targets[k]
+			if t.index < 0 || t.isInitCtr != initCtrs {
+				continue
+			}
+			writeEntries(w, [3]any{base, t.index, "/env"}, len(t.c.Env), t.env, envJSON, true)
+			writeEntries(w, [3]any{base, t.index, "/envFrom"}, len(t.c.EnvFrom), t.envFrom, envFromJSON, true)
+			writeEntries(w, [3]any{base, t.index, "/volumeMounts"}, len(t.c.VolumeMounts), t.mounts, mountJSON, false)
+		}
+	}
+	if len(m.inits) > 0 {
+		// Injected init containers are written whole, with what the
+		// presets added to them, as finish makes them.
+		inits := make([]corev1.Container, 0, len(m.inits))
+		for k := range m.targets {
+			if t := &m.targets[k]; t.index < 0 {
+				c := *t.c
+				if len(t.env) > 0 {
+					c.Env, _ = place(nil, t.env, c.Env, true)
+				}
+				if len(t.envFrom) > 0 {
+					c.EnvFrom, _ = place(nil, t.envFrom, c.EnvFrom, true)
+				}
+				if len(t.mounts) > 0 {
+					c.VolumeMounts, _ = place(nil, t.mounts, c.VolumeMounts, false)
+				}
+				inits = append(inits, c)
+			}
+		}
+		if len(pod.Spec.InitContainers) == 0 {
+			w.op("/spec/initContainers")
+			w.value(inits)
+			w.end()
+		} else {
+			for i := range inits {
+				w.op("/spec/initContainers/", i)
+				w.value(&inits[i])
+				w.end()
+			}
+		}
+	}
+	writeEntries(w, [3]any{"/spec/volumes", "", ""}, len(pod.Spec.Volumes), m.volumes, volumeJSON, false)
+	if len(m.pulls) > 0 {
+		if len(pod.Spec.ImagePullSecrets) == 0 {
+			w.op("/spec/imagePullSecrets")
+			w.value(m.pulls)
+			w.end()
+		} else {
+			for i := range m.pulls {
+				w.op("/spec/imagePullSecrets/-")
+				w.value(&m.pulls[i])
+				w.end()
+			}
+		}
+	}
+	if w.err != nil {
+		return nil, w.err
+	}
+	if w.n == 0 {
+		return nil, nil
+	}
+	return append(w.buf, ']'), nil
+}
+
+// The encoded form of a pending entry; writePatch encoded its presets'
+// entries first.
+func envJSON(a pending[corev1.EnvVar]) []byte            { return a.by.encoded.p.Load().env[a.i] }
+func envFromJSON(a pending[corev1.EnvFromSource]) []byte { return a.by.encoded.p.Load().envFrom[a.i] }
+func mountJSON(a pending[corev1.VolumeMount]) []byte     { return a.by.encoded.p.Load().mounts[a.i] }
+func volumeJSON(a pending[corev1.Volume]) []byte         { return a.by.encoded.p.Load().volumes[a.i] }
+
+// writeAnnotations writes the annotations the merge adds or changes: the
+// whole map when the pod has none, else one add per key, in key order.
+func (m *merger) writeAnnotations(w *patchWriter, own map[string]string) {
+	type kv struct{ k, v string }
+	var added []kv
+	for _, a := range m.annots {
+		added = append(added, kv{a.key, a.value})
+	}
+	if m.applied != "" {
+		added = append(added, kv{AnnotationApplied, m.applied})
+	}
+	if m.srcHash != "" {
+		added = append(added, kv{AnnotationSourcesHash, m.srcHash})
+	}
+	if len(added) == 0 {
+		return
+	}
+	if len(own) == 0 {
+		slices.SortFunc(added, func(a, b kv) int { return strings.Compare(a.k, b.k) })
+		w.op("/metadata/annotations")
+		w.buf = append(w.buf, '{')
+		for i, a := range added {
+			if i > 0 {
+				w.buf = append(w.buf, ',')
+			}
+			w.str(a.k)
+			w.buf = append(w.buf, ':')
+			w.str(a.v)
+		}
+		w.buf = append(w.buf, '}')
+		w.end()
+		return
+	}
+	slices.SortFunc(added, func(a, b kv) int { return strings.Compare(a.k, b.k) })
+	for _, a := range added {
+		// "add" replaces a member that exists (podpreset.dev/applied on a
+		// re-application).
+		w.op("/metadata/annotations/", pointerEscaper.Replace(a.k))
+		w.str(a.v)
+		w.end()
+	}
+}
+
+// pointerEscaper encodes a map key as a JSON pointer token (RFC 6901).
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
+
+// patchSize estimates the patch's length, so that its buffer is allocated
+// once.
+func (m *merger) patchSize() int {
+	const perOp = 64 // {"op":"add","path":"/spec/initContainers/0/volumeMounts/-","value":}
+	n := 256 + len(m.applied) + len(m.srcHash)
+	for _, a := range m.annots {
+		n += perOp + len(a.key) + len(a.value)
+	}
+	for k := range m.targets {
+		t := &m.targets[k]
+		for _, a := range t.env {
+			n += perOp + len(envJSON(a))
+		}
+		for _, a := range t.envFrom {
+			n += perOp + len(envFromJSON(a))
+		}
+		for _, a := range t.mounts {
+			n += perOp + len(mountJSON(a))
+		}
+	}
+	for _, a := range m.volumes {
+		n += perOp + len(volumeJSON(a))
+	}
+	return n
+}
