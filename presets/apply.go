@@ -56,20 +56,30 @@ func (o Omission) String() string {
 // Apply matches a pod against a set of presets and merges the matching ones
 // into a copy of it. ns is the pod's namespace: the one the pod is created in.
 func Apply(pod *corev1.Pod, ns Namespace, set *Set) Result {
+	matched, skipped := Select(pod, ns, set)
+	if skipped != "" {
+		return Result{Pod: pod, Skipped: skipped}
+	}
+	return Merge(pod, ns, matched)
+}
+
+// Select is Apply's first half: why the pod is left alone, or the presets
+// that match it, in application order. It reads only the pod's metadata.
+func Select(pod *corev1.Pod, ns Namespace, set *Set) ([]*Preset, SkipReason) {
 	if r := Skip(pod); r != "" {
-		return Result{Pod: pod, Skipped: r}
+		return nil, r
 	}
 	if r := SkipNamespace(ns); r != "" {
-		return Result{Pod: pod, Skipped: r}
+		return nil, r
 	}
-	return Merge(pod, ns, set.Match(ns, pod.Labels))
+	return set.Match(ns, pod.Labels), ""
 }
 
 // Merge merges presets into a copy of a pod in namespace ns, in the order
 // given, without matching; refused presets are reported, not merged. Apply
 // calls it with the presets that match.
 func Merge(pod *corev1.Pod, ns Namespace, presets []*Preset) Result {
-	m, res := merge(pod, ns, presets)
+	m, res := merge(pod, ns, presets, true)
 	if res.Changed {
 		res.Pod = m.finish()
 	}
@@ -77,9 +87,10 @@ func Merge(pod *corev1.Pod, ns Namespace, presets []*Preset) Result {
 }
 
 // merge decides what the presets add to the pod: Result.Pod is the input,
-// and the merger holds the additions, for finish (the merged pod) or
-// writePatch (the JSON patch). The merger is nil when no preset applies.
-func merge(pod *corev1.Pod, ns Namespace, presets []*Preset) (*merger, Result) {
+// and the merger holds the additions, for finish (the merged pod, when
+// working is true) or writePatch (the JSON patch). The merger is nil when
+// no preset applies.
+func merge(pod *corev1.Pod, ns Namespace, presets []*Preset, working bool) (*merger, Result) {
 	var refused []Refusal
 	if slices.ContainsFunc(presets, func(p *Preset) bool { return p.refusal != nil }) {
 		ok := make([]*Preset, 0, len(presets))
@@ -95,7 +106,7 @@ func merge(pod *corev1.Pod, ns Namespace, presets []*Preset) (*merger, Result) {
 	if len(presets) == 0 {
 		return nil, Result{Pod: pod, Refused: refused}
 	}
-	m := newMerger(pod, ns.Name, presets)
+	m := newMerger(pod, ns.Name, presets, working)
 	res := Result{Pod: pod, Applied: make([]Ref, 0, len(presets)), Refused: refused}
 	// Every preset's init containers first, so that each is a target of
 	// every preset's env, envFrom and mounts, as on a second application.
@@ -157,7 +168,7 @@ func (t *target) path() string {
 
 type merger struct {
 	presets   []*Preset   // the presets merged, in order
-	pod       *corev1.Pod // the working copy: &copy
+	pod       *corev1.Pod // the working copy (&copy), or the input for writePatch
 	copy      corev1.Pod
 	ns        string
 	targets   []target
@@ -182,13 +193,17 @@ type merger struct {
 }
 
 // newMerger starts from a shallow copy of the pod with its own container
-// slices. Nothing reachable from the input is ever written: finish gives
-// every list and map it changes a new backing array.
-func newMerger(pod *corev1.Pod, ns string, presets []*Preset) *merger {
-	m := &merger{presets: presets, copy: *pod, ns: ns}
-	m.pod = &m.copy
-	m.pod.Spec.InitContainers = slices.Clone(pod.Spec.InitContainers)
-	m.pod.Spec.Containers = slices.Clone(pod.Spec.Containers)
+// slices (working), for finish to write into, or from the pod itself,
+// which writePatch only reads. Nothing reachable from the input is ever
+// written: finish gives every list and map it changes a new backing array.
+func newMerger(pod *corev1.Pod, ns string, presets []*Preset, working bool) *merger {
+	m := &merger{presets: presets, ns: ns, pod: pod}
+	if working {
+		m.copy = *pod
+		m.pod = &m.copy
+		m.pod.Spec.InitContainers = slices.Clone(pod.Spec.InitContainers)
+		m.pod.Spec.Containers = slices.Clone(pod.Spec.Containers)
+	}
 	nInits := 0
 	for _, p := range presets {
 		m.sizes.env += len(p.env)

@@ -12,9 +12,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Patch is Apply for an admission webhook: it merges the matching presets
-// and returns, instead of the merged pod, the JSON patch (RFC 6902) that
-// turns the pod into it; nil when nothing changes. Result.Pod is nil.
+// MergePatch is Merge for an admission webhook: it merges the presets
+// Select chose and returns, instead of the merged pod, the JSON patch (RFC
+// 6902) that turns the pod into it; nil when nothing changes. Result.Pod is
+// nil.
 //
 // The patch is the one presets/patch computes from the two pods, byte for
 // byte (a test holds it to that), so it keeps that package's insert-only
@@ -22,20 +23,26 @@ import (
 // theirs that our Go types do not know survive. It is written straight from
 // the merge, without building the merged pod, and each injected entry is
 // encoded once per preset (on first use) rather than once per pod.
-func Patch(pod *corev1.Pod, ns Namespace, set *Set) (Result, []byte, error) {
-	if r := Skip(pod); r != "" {
-		return Result{Skipped: r}, nil, nil
-	}
-	if r := SkipNamespace(ns); r != "" {
-		return Result{Skipped: r}, nil, nil
-	}
-	m, res := merge(pod, ns, set.Match(ns, pod.Labels))
+//
+// Unless WholeContainers says otherwise, the pod's containers need only
+// their name, env, envFrom and volumeMounts: a caller decoding the pod may
+// leave every other field of a container out.
+func MergePatch(pod *corev1.Pod, ns Namespace, presets []*Preset) (Result, []byte, error) {
+	m, res := merge(pod, ns, presets, false)
 	res.Pod = nil
 	if !res.Changed {
 		return res, nil, nil
 	}
 	out, err := m.writePatch(pod)
 	return res, out, err
+}
+
+// WholeContainers says whether merging these presets reads more of the
+// pod's containers than their name, env, envFrom and volumeMounts: it does
+// when a preset injects init containers, which are compared whole with a
+// container of the same name.
+func WholeContainers(presets []*Preset) bool {
+	return slices.ContainsFunc(presets, func(p *Preset) bool { return len(p.inits) > 0 })
 }
 
 // encoded is a preset's injected entries as JSON, index for index.
@@ -267,7 +274,8 @@ func volumeJSON(a pending[corev1.Volume]) []byte         { return a.by.encoded.p
 // whole map when the pod has none, else one add per key, in key order.
 func (m *merger) writeAnnotations(w *patchWriter, own map[string]string) {
 	type kv struct{ k, v string }
-	var added []kv
+	var buf [8]kv
+	added := buf[:0]
 	for _, a := range m.annots {
 		added = append(added, kv{a.key, a.value})
 	}

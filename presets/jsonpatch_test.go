@@ -11,26 +11,38 @@ import (
 	"github.com/podpreset/podpreset/presets/patch"
 )
 
-// checkPatch asserts that Patch answers what Apply does, and that its
-// patch is, byte for byte, the one presets/patch computes from the pod and
-// Apply's result (which the fuzz invariants prove turns the pod into it).
+// checkPatch asserts that Select and MergePatch answer what Apply does,
+// and that the patch is, byte for byte, the one presets/patch computes from
+// the pod and Apply's result (which the fuzz invariants prove turns the pod
+// into it). Unless WholeContainers says otherwise, MergePatch is given the
+// pod with nothing but the name, env, envFrom and volumeMounts of each
+// container, as the webhook decodes it.
 func checkPatch(t *testing.T, pod *corev1.Pod, ns Namespace, set *Set) {
 	t.Helper()
 	before := pod.DeepCopy()
 	res := Apply(pod, ns, set)
-	got, raw, err := Patch(pod, ns, set)
-	if err != nil {
-		t.Fatalf("Patch: %v", err)
+	matched, skipped := Select(pod, ns, set)
+	got := Result{Skipped: skipped}
+	var raw []byte
+	if skipped == "" {
+		in := pod
+		if !WholeContainers(matched) {
+			in = trimContainers(pod)
+		}
+		var err error
+		if got, raw, err = MergePatch(in, ns, matched); err != nil {
+			t.Fatalf("MergePatch: %v", err)
+		}
 	}
 	if diff := cmp.Diff(before, pod); diff != "" {
 		t.Fatalf("Patch modified its input:\n%s", diff)
 	}
 	if got.Pod != nil {
-		t.Errorf("Patch's Result.Pod is set; it is documented nil")
+		t.Errorf("MergePatch's Result.Pod is set; it is documented nil")
 	}
 	got.Pod = res.Pod
 	if diff := cmp.Diff(res, got); diff != "" {
-		t.Errorf("Patch's result is not Apply's (-Apply +Patch):\n%s", diff)
+		t.Errorf("MergePatch's result is not Apply's (-Apply +MergePatch):\n%s", diff)
 	}
 	var want []byte
 	if res.Changed {
@@ -45,8 +57,20 @@ func checkPatch(t *testing.T, pod *corev1.Pod, ns Namespace, set *Set) {
 		}
 	}
 	if !bytes.Equal(raw, want) {
-		t.Errorf("Patch wrote\n%s\npatch.Pod computes\n%s", raw, want)
+		t.Errorf("MergePatch wrote\n%s\npatch.Pod computes\n%s", raw, want)
 	}
+}
+
+// trimContainers keeps of each container what MergePatch reads when
+// WholeContainers is false.
+func trimContainers(pod *corev1.Pod) *corev1.Pod {
+	out := pod.DeepCopy()
+	for _, cs := range []*[]corev1.Container{&out.Spec.InitContainers, &out.Spec.Containers} {
+		for i, c := range *cs {
+			(*cs)[i] = corev1.Container{Name: c.Name, Env: c.Env, EnvFrom: c.EnvFrom, VolumeMounts: c.VolumeMounts}
+		}
+	}
+	return out
 }
 
 func TestPatchOfEachInjectedKind(t *testing.T) {

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -13,7 +12,7 @@ var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 // ...). Empty means the request is a pod creation. Pod-level reasons (mirror
 // pods, opt-out annotations) and namespace-level ones are decided once the
 // pod is decoded, by presets.Skip and presets.SkipNamespace.
-func Guard(req *Request[corev1.Pod]) string {
+func Guard(req *Request[PodObject]) string {
 	switch {
 	case req.Resource != podResource:
 		return "not a pod: " + req.Resource.Resource
@@ -25,13 +24,4 @@ func Guard(req *Request[corev1.Pod]) string {
 		return "no object in the request"
 	}
 	return ""
-}
-
-// podName names a pod for logs at CREATE, when it may have only a
-// generateName.
-func podName(pod *corev1.Pod) string {
-	if pod.Name != "" {
-		return pod.Name
-	}
-	return pod.GenerateName + "*"
 }

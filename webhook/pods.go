@@ -3,11 +3,13 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -29,14 +31,18 @@ type PodMutator struct {
 	Wait time.Duration
 }
 
-var _ Handler[corev1.Pod] = (*PodMutator)(nil)
+var _ Handler[PodObject] = (*PodMutator)(nil)
+
+// jsonPatch is every answer's patch type (json.Marshal only reads it).
+var jsonPatch = admissionv1.PatchTypeJSONPatch
 
 // maxWarningValue is how much of a kept or dropped value a warning shows;
 // the API server may truncate warnings over 256 characters.
 const maxWarningValue = 60
 
-// Handle mutates a pod creation request.
-func (m *PodMutator) Handle(ctx context.Context, req *Request[corev1.Pod]) (*admissionv1.AdmissionResponse, error) {
+// Handle mutates a pod creation request. It decodes the pod's spec only
+// when a preset matches (PodObject).
+func (m *PodMutator) Handle(ctx context.Context, req *Request[PodObject]) (*admissionv1.AdmissionResponse, error) {
 	if reason := Guard(req); reason != "" {
 		admissionTotal.WithLabelValues(ResultSkipped).Inc()
 		return allowed(reason), nil
@@ -45,37 +51,49 @@ func (m *PodMutator) Handle(ctx context.Context, req *Request[corev1.Pod]) (*adm
 		admissionTotal.WithLabelValues(ResultSkipped).Inc()
 		return allowed("the webhook's own namespace"), nil
 	}
-	log := logf.FromContext(ctx)
-	pod := req.Object
+	// Serve puts no logger in the context: the process's logger, without
+	// the allocation logf.FromContext makes on every call.
+	log := logf.Log
 	ns, err := m.namespace(ctx, req.Namespace)
 	if err != nil {
 		admissionTotal.WithLabelValues(ResultError).Inc()
-		log.Error(err, "reading namespace", "pod", klog.KRef(req.Namespace, podName(pod)))
+		log.Error(err, "reading namespace", "pod", klog.KRef(req.Namespace, req.Object.podName()))
 		return nil, err
 	}
 
 	m.Presets.WaitFor(ctx, req.Namespace, m.Wait)
-	res, encoded, err := presets.Patch(pod, ns, m.Presets.Set())
+	pod := req.Object.meta(req.Namespace)
+	matched, skipped := presets.Select(pod, ns, m.Presets.Set())
+	if skipped != "" {
+		admissionTotal.WithLabelValues(ResultSkipped).Inc()
+		if log.V(1).Enabled() {
+			log.V(1).Info("pod left alone", "pod", klog.KRef(req.Namespace, req.Object.podName()), "reason", string(skipped))
+		}
+		return allowed(string(skipped)), nil
+	}
+	if len(matched) == 0 {
+		admissionTotal.WithLabelValues(ResultUnchanged).Inc()
+		return allowed(""), nil
+	}
+	if err := req.Object.decodeSpec(pod, presets.WholeContainers(matched)); err != nil {
+		admissionTotal.WithLabelValues(ResultError).Inc()
+		return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error()), nil
+	}
+	res, encoded, err := presets.MergePatch(pod, ns, matched)
 	if err != nil {
 		admissionTotal.WithLabelValues(ResultError).Inc()
 		return nil, err
 	}
 	countResult(res)
 	warnings := warnings(res)
-	switch {
-	case res.Skipped != "":
-		admissionTotal.WithLabelValues(ResultSkipped).Inc()
-		log.V(1).Info("pod left alone", "pod", klog.KRef(req.Namespace, podName(pod)), "reason", string(res.Skipped))
-		return allowed(string(res.Skipped)), nil
-	case !res.Changed || encoded == nil:
+	if encoded == nil {
 		admissionTotal.WithLabelValues(ResultUnchanged).Inc()
 		resp := allowed("")
 		resp.Warnings = warnings
 		return resp, nil
 	}
-	pt := admissionv1.PatchTypeJSONPatch
 	resp := allowed("")
-	resp.Patch, resp.PatchType = encoded, &pt
+	resp.Patch, resp.PatchType = encoded, &jsonPatch
 	resp.Warnings = warnings
 	admissionTotal.WithLabelValues(ResultInjected).Inc()
 	if log.V(1).Enabled() {
@@ -87,7 +105,7 @@ func (m *PodMutator) Handle(ctx context.Context, req *Request[corev1.Pod]) (*adm
 		for i, c := range res.Conflicts {
 			fields[i] = c.Preset.String() + " " + c.Field
 		}
-		log.V(1).Info("presets applied", "pod", klog.KRef(req.Namespace, podName(pod)), "applied", applied, "conflicts", fields)
+		log.V(1).Info("presets applied", "pod", klog.KRef(req.Namespace, req.Object.podName()), "applied", applied, "conflicts", fields)
 	}
 	return resp, nil
 }

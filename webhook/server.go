@@ -101,7 +101,7 @@ func Serve[T any](h Handler[T], limiter *Limiter, maxBody int64) http.Handler {
 			http.Error(w, "invalid AdmissionReview: method "+r.Method+", want POST", http.StatusMethodNotAllowed)
 			return
 		}
-		if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
+		if ct := r.Header.Get("Content-Type"); ct != "application/json" && !isJSON(ct) {
 			http.Error(w, fmt.Sprintf("invalid AdmissionReview: contentType=%s, want application/json", r.Header.Get("Content-Type")), http.StatusUnsupportedMediaType)
 			return
 		}
@@ -142,15 +142,16 @@ func Serve[T any](h Handler[T], limiter *Limiter, maxBody int64) http.Handler {
 			return
 		}
 		out, err := json.Marshal(admissionv1.AdmissionReview{
-			TypeMeta: metav1.TypeMeta{APIVersion: admissionv1.SchemeGroupVersion.String(), Kind: "AdmissionReview"},
+			TypeMeta: metav1.TypeMeta{APIVersion: admissionAPIVersion, Kind: "AdmissionReview"},
 			Response: resp,
 		})
 		if err != nil {
 			http.Error(w, "encoding the answer: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+		h := w.Header()
+		h["Content-Type"] = jsonContentType
+		h["Content-Length"] = []string{strconv.Itoa(len(out))}
 		if _, err := w.Write(out); err != nil {
 			logf.FromContext(r.Context()).V(1).Info("writing an admission answer", "error", err.Error())
 		}
@@ -173,7 +174,7 @@ func answer[T any](ctx context.Context, h Handler[T], body []byte) (*admissionv1
 			Message: fmt.Sprintf("decoding the %s: %v", raw.Request.Kind.Kind, err)}}, http.StatusOK, ""
 	}
 	switch {
-	case rv.APIVersion != admissionv1.SchemeGroupVersion.String() || rv.Kind != "AdmissionReview":
+	case rv.APIVersion != admissionAPIVersion || rv.Kind != "AdmissionReview":
 		return nil, http.StatusBadRequest, fmt.Sprintf("apiVersion %q, kind %q: want admission.k8s.io/v1 AdmissionReview", rv.APIVersion, rv.Kind)
 	case rv.Request == nil:
 		return nil, http.StatusBadRequest, "the review has no request"
@@ -186,6 +187,20 @@ func answer[T any](ctx context.Context, h Handler[T], body []byte) (*admissionv1
 	}
 	resp.UID = rv.Request.UID
 	return resp, http.StatusOK, ""
+}
+
+// admissionAPIVersion is admissionv1.SchemeGroupVersion.String(), which
+// allocates on every call.
+const admissionAPIVersion = "admission.k8s.io/v1"
+
+// jsonContentType is the answer's Content-Type header value, shared by
+// every answer (net/http only reads it).
+var jsonContentType = []string{"application/json"}
+
+// isJSON says whether a Content-Type is application/json, with parameters.
+func isJSON(contentType string) bool {
+	ct, _, err := mime.ParseMediaType(contentType)
+	return err == nil && ct == "application/json"
 }
 
 var errTooLarge = errors.New("too large")
