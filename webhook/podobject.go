@@ -16,7 +16,7 @@ import (
 // injects init containers, presets.WholeContainers) only the parts of its
 // containers the merge reads.
 type PodObject struct {
-	Metadata podMetadata    `json:"metadata"`
+	Metadata podMetadata     `json:"metadata"`
 	Spec     json.RawMessage `json:"spec"`
 }
 
