@@ -63,7 +63,7 @@ test: ## Run every test: unit, handler, golden CLI, fuzz seeds (while the server
 
 .PHONY: test-unit
 test-unit: ## Unit, handler, golden CLI and fuzz-seed tests, with the race detector; they need no server.
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/node)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/node -e /test/bench)
 
 .PHONY: test-e2e
 test-e2e: servers ## The e2e tests: a real control plane, Consul and Vault, the webhook as a process.
@@ -74,11 +74,16 @@ test-node: servers ## The node tier (root): podpreset installed from its image o
 	$(GO) test -count=1 -timeout 20m ./test/node/...
 
 .PHONY: bench
-bench: servers ## Run the benchmarks: engine, handler, and on the real control plane pod creation, webhook RSS and the pod inventory at 10,000 pods.
+bench: servers ## Run the benchmarks: engine, handler, admission through the API server beside its baselines, webhook RSS and the pod inventory at 10,000 pods.
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./presets/...
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./webhook/...
+	$(MAKE) --no-print-directory bench-e2e
 	$(GO) test -run '^$$' -bench . -skip Inventory10kPods -benchtime 300x ./test/e2e/...
 	$(GO) test -run '^$$' -bench Inventory10kPods -benchtime 1x ./test/e2e/...
+
+.PHONY: bench-e2e
+bench-e2e: servers ## Admission through a real API server: no webhook, a do-nothing webhook, podpreset, the pre-merged pod; interleaved (about 10 minutes).
+	$(GO) test -count=1 -timeout 60m -run '^$$' -bench Admission -benchtime 1x ./test/bench/...
 
 .PHONY: fuzz
 fuzz: ## Fuzz the engine and the admission handlers, FUZZTIME each (default 60s).

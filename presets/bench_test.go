@@ -75,3 +75,31 @@ func BenchmarkCompile(b *testing.B) {
 		}
 	}
 }
+
+// TestBenchFixturesMatchWhatTheySay: the benchmark pod matches 5 of
+// BenchPresets' presets, and a pod labelled for k of BenchPresetsMatching's
+// matches k, whatever the number of presets.
+func TestBenchFixturesMatchWhatTheySay(t *testing.T) {
+	for _, n := range []int{10, 1000, 10000} {
+		set := NewSet(benchPresets(n)...)
+		if got := len(set.Match(Namespace{Name: "bench"}, benchPod().Labels)); got != 5 {
+			t.Errorf("BenchPresets(%d): the pod matches %d, want 5", n, got)
+		}
+		var ps []*Preset
+		for _, pp := range presetstest.BenchPresetsMatching("bench", n) {
+			p, err := compileObject(pp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ps = append(ps, p)
+		}
+		set = NewSet(ps...)
+		for _, k := range []int{0, 1, 5, 10} {
+			pod := benchPod()
+			pod.Labels[presetstest.LabelMatching] = fmt.Sprint(k)
+			if got := len(set.Match(Namespace{Name: "bench"}, pod.Labels)); got != k {
+				t.Errorf("BenchPresetsMatching(%d): a pod labelled %d matches %d", n, k, got)
+			}
+		}
+	}
+}

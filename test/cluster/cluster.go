@@ -23,6 +23,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -776,4 +777,50 @@ func prefixed(name string, out io.Writer) io.Writer {
 		}
 	}()
 	return w
+}
+
+// ServerPIDs returns the process IDs of this cluster's kube-apiserver and
+// etcd, found in /proc by the API server's port and the etcd address it is
+// told, for readings of their CPU time.
+func (c *Cluster) ServerPIDs() (apiserver, etcd int, err error) {
+	u, err := url.Parse(c.Config.Host)
+	if err != nil {
+		return 0, 0, err
+	}
+	cmdlines := map[int][]string{}
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		cmdlines[pid] = strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	}
+	var etcdURL string
+	for pid, args := range cmdlines {
+		if len(args) > 0 && filepath.Base(args[0]) == "kube-apiserver" && slices.Contains(args, "--secure-port="+u.Port()) {
+			apiserver = pid
+			for _, a := range args {
+				if v, ok := strings.CutPrefix(a, "--etcd-servers="); ok {
+					etcdURL = v
+				}
+			}
+		}
+	}
+	for pid, args := range cmdlines {
+		if len(args) > 0 && filepath.Base(args[0]) == "etcd" && etcdURL != "" && slices.Contains(args, "--listen-client-urls="+etcdURL) {
+			etcd = pid
+		}
+	}
+	if apiserver == 0 || etcd == 0 {
+		return 0, 0, fmt.Errorf("no kube-apiserver on port %s or etcd at %q in /proc", u.Port(), etcdURL)
+	}
+	return apiserver, etcd, nil
 }

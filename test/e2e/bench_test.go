@@ -56,39 +56,6 @@ func rssKiB(b *testing.B, pid int) int {
 	return 0
 }
 
-// BenchmarkPodCreate creates pods through the real API server in a
-// namespace the webhook mutates (5 of 1,000 presets match), the same with
-// pods no preset matches (the webhook is called, nothing is injected), and
-// in one the webhook is never called for (podpreset.dev/ignore), so the
-// figures compare: with the webhook registered and without.
-func BenchmarkPodCreate(b *testing.B) {
-	for _, tc := range []struct {
-		name    string
-		labels  map[string]string
-		noMatch bool
-	}{
-		{name: "webhook"},
-		{name: "webhook-no-match", noMatch: true},
-		{name: "no-webhook", labels: map[string]string{"podpreset.dev/ignore": "true"}},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			ns := benchNamespace(b, metav1.ObjectMeta{GenerateName: "create-", Labels: tc.labels})
-			i := 0
-			for b.Loop() {
-				p := presetstest.BenchPod(ns.Name)
-				p.GenerateName, p.Name = "", fmt.Sprintf("pod-%d", i)
-				if tc.noMatch {
-					p.Labels["app"] = "nothing-selects-this"
-				}
-				i++
-				if err := k8s.Create(b.Context(), p); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
 // benchNamespace creates a namespace holding the benchmark's 1,000
 // presets, waits until the webhook has them all, and deletes it when the
 // benchmark ends.

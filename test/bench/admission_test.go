@@ -1,0 +1,497 @@
+package bench
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/presetstest"
+	"github.com/podpreset/podpreset/presets/v1alpha1"
+)
+
+// The sizes of a run; every loop is bounded by them and by loopLimit.
+var (
+	rounds    = flag.Int("rounds", 5, "interleaved rounds of every case")
+	seqPods   = flag.Int("seq-pods", 60, "pods per case per round, created one at a time")
+	parPods   = flag.Int("par-pods", 240, "pods per case per round and client count, created by parallel clients")
+	scalePods = flag.Int("scale-pods", 40, "pods per point of the scale curve per round")
+	scale     = flag.Bool("scale", true, "measure the scale curve (1, 5, 10 matching of 10, 1,000, 10,000 presets)")
+)
+
+// loopLimit bounds any one loop of creations in time.
+const loopLimit = 3 * time.Minute
+
+// caseSpec is one way of creating the benchmark's pod.
+type caseSpec struct {
+	name, ns string
+	pod      func(name string) *corev1.Pod
+}
+
+// BenchmarkAdmission creates the benchmark's pod (presetstest.BenchPod,
+// 5 of 1,000 presets match it) through the API server in five cases, in
+// interleaved rounds, and prints latency percentiles, throughput at 1, 8
+// and 32 clients, CPU seconds per 1,000 pods and the ratios the README
+// quotes; then the scale curve. Run it with `make bench-e2e`.
+func BenchmarkAdmission(b *testing.B) {
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.QPS, cfg.Burst = -1, 0 // no client-side rate limit
+	cl, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	apiPID, etcdPID, err := cp.ServerPIDs()
+	if err != nil {
+		b.Fatal(err)
+	}
+	pids := map[string]int{"kube-apiserver": apiPID, "etcd": etcdPID, "webhook": cp.ReplicaPID(0)}
+
+	noop := startNoopWebhook(b)
+	nsNone := makeNamespace(b, cl, "bench-none", map[string]string{"podpreset.dev/ignore": "true"})
+	nsNoop := makeNamespace(b, cl, "bench-noop", map[string]string{"podpreset.dev/ignore": "true", noopLabel: "true"})
+	nsPP := makeNamespace(b, cl, "bench-podpreset", nil)
+	installNoop(b, cl, noop)
+	createPresets(b, cl, presetstest.BenchPresets(nsPP, 1000))
+	merged := preMerged(b, nsNone)
+
+	benchPod := func(ns string) func(string) *corev1.Pod {
+		return func(name string) *corev1.Pod {
+			p := presetstest.BenchPod(ns)
+			p.GenerateName, p.Name = "", name
+			return p
+		}
+	}
+	cases := []caseSpec{
+		{name: "no webhook called", ns: nsNone, pod: benchPod(nsNone)},
+		{name: "do-nothing webhook", ns: nsNoop, pod: benchPod(nsNoop)},
+		{name: "podpreset, nothing matches", ns: nsPP, pod: func(name string) *corev1.Pod {
+			p := benchPod(nsPP)(name)
+			p.Labels["app"] = "matched-by-none"
+			return p
+		}},
+		{name: "podpreset, 5 presets injected", ns: nsPP, pod: benchPod(nsPP)},
+		{name: "pre-merged pod, no webhook", ns: nsNone, pod: func(name string) *corev1.Pod {
+			p := merged.DeepCopy()
+			p.Name = name
+			return p
+		}},
+	}
+	// The podpreset cases must do what they say: check one pod of each.
+	checkCases(b, cl, cases)
+
+	for b.Loop() {
+		seq := map[string][]time.Duration{}
+		cpu := map[string]map[string]time.Duration{}
+		created := map[string]int{}
+		par := map[int]map[string][]float64{}
+		// Warm every path up.
+		for _, c := range cases {
+			createSeq(b, cl, c, "warm", 20)
+		}
+		clean(b, cl, nsNone, nsNoop, nsPP)
+		for r := range *rounds {
+			for _, c := range rotate(cases, r) {
+				before := readCPU(b, pids)
+				seq[c.name] = append(seq[c.name], createSeq(b, cl, c, fmt.Sprintf("s%d", r), *seqPods)...)
+				addCPU(cpu, c.name, before, readCPU(b, pids))
+				created[c.name] += *seqPods
+			}
+			clean(b, cl, nsNone, nsNoop, nsPP)
+		}
+		for _, clients := range []int{1, 8, 32} {
+			par[clients] = map[string][]float64{}
+			for r := range *rounds {
+				for _, c := range rotate(cases, r) {
+					par[clients][c.name] = append(par[clients][c.name], createPar(b, cl, c, fmt.Sprintf("p%d-%d", clients, r), *parPods, clients))
+				}
+				clean(b, cl, nsNone, nsNoop, nsPP)
+			}
+		}
+		report(b, cases, seq, par, cpu, created)
+	}
+	if *scale {
+		scaleCurve(b, cl)
+	}
+}
+
+// noopLabel marks the namespace whose pods the do-nothing webhook is
+// called for.
+const noopLabel = "bench.podpreset.dev/noop"
+
+// startNoopWebhook serves the floor: an HTTPS webhook that reads the
+// review's UID and allows the pod, on HTTP/1.1 like podpreset's server.
+func startNoopWebhook(b *testing.B) *httptest.Server {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rv struct {
+			Request struct {
+				UID string `json:"uid"`
+			} `json:"request"`
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+		if err == nil {
+			err = json.Unmarshal(body, &rv)
+		}
+		if err != nil || rv.Request.UID == "" {
+			http.Error(w, "no review", http.StatusBadRequest)
+			return
+		}
+		noopCalls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":%q,"allowed":true}}`, rv.Request.UID)
+	}))
+	srv.EnableHTTP2 = false
+	srv.StartTLS()
+	b.Cleanup(srv.Close)
+	return srv
+}
+
+// installNoop registers the do-nothing webhook for the noop namespace's
+// pods, as podpreset's pod webhook is registered.
+func installNoop(b *testing.B, cl client.Client, srv *httptest.Server) {
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if _, err := x509.ParseCertificate(srv.Certificate().Raw); err != nil {
+		b.Fatal(err)
+	}
+	none := admissionregistrationv1.SideEffectClassNone
+	fail := admissionregistrationv1.Fail
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench-noop"},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "noop.bench.podpreset.dev",
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: ptr.To(srv.URL + "/mutate"), CABundle: ca},
+			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{noopLabel: "true"}},
+			SideEffects:             &none,
+			FailurePolicy:           &fail,
+			AdmissionReviewVersions: []string{"v1"},
+			TimeoutSeconds:          ptr.To[int32](10),
+		}},
+	}
+	if err := cl.Create(b.Context(), mwc); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cl.Delete(context.Background(), mwc) })
+	// The API server's webhook informer takes a moment: wait until a
+	// dry-run pod reaches the webhook.
+	waitFor(b, 20*time.Second, func() error {
+		before := noopCalls.Load()
+		p := presetstest.BenchPod("bench-noop")
+		p.GenerateName, p.Name = "", "probe"
+		if err := cl.Create(b.Context(), p, client.DryRunAll); err != nil {
+			return err
+		}
+		if noopCalls.Load() == before {
+			return fmt.Errorf("the do-nothing webhook was not called")
+		}
+		return nil
+	})
+}
+
+// noopCalls counts the reviews the do-nothing webhook answered.
+var noopCalls atomic.Int64
+
+func makeNamespace(b *testing.B, cl client.Client, name string, labels map[string]string) string {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	if err := cl.Create(b.Context(), ns); err != nil {
+		b.Fatal(err)
+	}
+	return name
+}
+
+// createPresets creates presets with 8 clients and waits until the
+// webhook's index holds them.
+func createPresets(b *testing.B, cl client.Client, pps []*v1alpha1.PodPreset) {
+	work := make(chan *v1alpha1.PodPreset)
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for pp := range work {
+				if err := cl.Create(context.Background(), pp); err != nil {
+					failed.Store(err)
+				}
+			}
+		}()
+	}
+	for _, pp := range pps {
+		work <- pp
+	}
+	close(work)
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatalf("creating presets: %v", err)
+	}
+	if err := cp.WaitForPresets(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// preMerged is the benchmark pod with the 5 presets merged in by the
+// engine, as the webhook would: the "same content, no webhook" baseline.
+func preMerged(b *testing.B, ns string) *corev1.Pod {
+	var ps []*presets.Preset
+	for _, pp := range presetstest.BenchPresets(ns, 1000) {
+		p, errs := presets.Load(pp)
+		if len(errs) > 0 {
+			b.Fatal(errs)
+		}
+		ps = append(ps, p)
+	}
+	res := presets.Apply(presetstest.BenchPod(ns), presets.Namespace{Name: ns}, presets.NewSet(ps...))
+	if len(res.Applied) != 5 {
+		b.Fatalf("the pre-merged pod got %d presets, want 5", len(res.Applied))
+	}
+	p := res.Pod.DeepCopy()
+	p.GenerateName = ""
+	return p
+}
+
+// checkCases creates one pod of each case and checks what it got: the
+// podpreset cases their presets (or none), the others none but their own.
+func checkCases(b *testing.B, cl client.Client, cases []caseSpec) {
+	for i, c := range cases {
+		p := c.pod("check-" + strconv.Itoa(i))
+		if err := cl.Create(b.Context(), p); err != nil {
+			b.Fatalf("%s: %v", c.name, err)
+		}
+		got := strings.Count(p.Annotations[presets.AnnotationApplied], "PodPreset/")
+		want := 0
+		if strings.Contains(c.name, "injected") || strings.Contains(c.name, "pre-merged") {
+			want = 5
+		}
+		if got != want || len(p.Spec.Containers[0].Env) != 5+4*want {
+			b.Fatalf("%s: the pod got %d presets and %d env vars, want %d and %d", c.name, got, len(p.Spec.Containers[0].Env), want, 5+4*want)
+		}
+	}
+}
+
+// createSeq creates n pods of a case one at a time and returns each
+// creation's latency.
+func createSeq(b *testing.B, cl client.Client, c caseSpec, tag string, n int) []time.Duration {
+	out := make([]time.Duration, 0, n)
+	deadline := time.Now().Add(loopLimit)
+	for i := range n {
+		p := c.pod(fmt.Sprintf("%s-%d", tag, i))
+		t0 := time.Now()
+		if err := cl.Create(b.Context(), p); err != nil {
+			b.Fatalf("%s: %v", c.name, err)
+		}
+		out = append(out, time.Since(t0))
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: %d pods took over %s", c.name, i+1, loopLimit)
+		}
+	}
+	return out
+}
+
+// createPar creates n pods of a case from clients goroutines and returns
+// pods per second.
+func createPar(b *testing.B, cl client.Client, c caseSpec, tag string, n, clients int) float64 {
+	var next atomic.Int64
+	var failed atomic.Value
+	deadline := time.Now().Add(loopLimit)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) || time.Now().After(deadline) {
+					return
+				}
+				if err := cl.Create(context.Background(), c.pod(fmt.Sprintf("%s-%d", tag, i))); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatalf("%s: %v", c.name, err)
+	}
+	if time.Now().After(deadline) {
+		b.Fatalf("%s: %d pods from %d clients took over %s", c.name, n, clients, loopLimit)
+	}
+	return float64(n) / elapsed.Seconds()
+}
+
+// clean deletes the pods of the namespaces (not timed).
+func clean(b *testing.B, cl client.Client, namespaces ...string) {
+	for _, ns := range namespaces {
+		if err := cl.DeleteAllOf(b.Context(), &corev1.Pod{}, client.InNamespace(ns), client.GracePeriodSeconds(0)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// rotate starts round r at case r, so that no case always runs first.
+func rotate(cases []caseSpec, r int) []caseSpec {
+	r %= len(cases)
+	return append(slices.Clone(cases[r:]), cases[:r]...)
+}
+
+// readCPU reads each process's user and system CPU time from /proc.
+func readCPU(b *testing.B, pids map[string]int) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for name, pid := range pids {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Fields after the command name, which is in parentheses:
+		// utime and stime are the 12th and 13th.
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		out[name] = time.Duration(ut+st) * time.Second / clockTicks
+	}
+	return out
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on Linux.
+const clockTicks = 100
+
+func addCPU(acc map[string]map[string]time.Duration, name string, before, after map[string]time.Duration) {
+	if acc[name] == nil {
+		acc[name] = map[string]time.Duration{}
+	}
+	for k := range after {
+		acc[name][k] += after[k] - before[k]
+	}
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[int(float64(len(s)-1)*p)]
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// report prints the tables and the ratios, and reports the ratios as
+// benchmark metrics.
+func report(b *testing.B, cases []caseSpec, seq map[string][]time.Duration, par map[int]map[string][]float64,
+	cpu map[string]map[string]time.Duration, created map[string]int) {
+	none, noop, nothing, injected, merged := cases[0].name, cases[1].name, cases[2].name, cases[3].name, cases[4].name
+	p50 := func(c string) float64 { return ms(percentile(seq[c], 0.5)) }
+	fmt.Printf("\nAdmission, %d rounds, interleaved; %d sequential pods per case per round, %d per case per round and client count in parallel\n\n",
+		*rounds, *seqPods, *parPods)
+	fmt.Println("| case | p50 ms | p90 ms | p99 ms | p50 vs none | pods/s, 1 client | 8 clients | 32 clients | CPU s per 1,000 pods: API server | etcd | webhook |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, c := range cases {
+		per := func(proc string) string {
+			return fmt.Sprintf("%.2f", cpu[c.name][proc].Seconds()*1000/float64(created[c.name]))
+		}
+		wh := per("webhook")
+		if !strings.HasPrefix(c.name, "podpreset") {
+			wh = "–"
+		}
+		fmt.Printf("| %s | %.1f | %.1f | %.1f | %.2f | %.0f | %.0f | %.0f | %s | %s | %s |\n", c.name,
+			p50(c.name), ms(percentile(seq[c.name], 0.9)), ms(percentile(seq[c.name], 0.99)), p50(c.name)/p50(none),
+			median(par[1][c.name]), median(par[8][c.name]), median(par[32][c.name]), per("kube-apiserver"), per("etcd"), wh)
+	}
+	expected := p50(merged) * p50(noop) / p50(none)
+	ratios := []struct {
+		name, unit string
+		v          float64
+	}{
+		{"nothing matches / do-nothing webhook, p50", "nothing/noop-p50", p50(nothing) / p50(noop)},
+		{"nothing matches / do-nothing webhook, throughput at 8 clients", "nothing/noop-8c", median(par[8][nothing]) / median(par[8][noop])},
+		{"nothing matches / do-nothing webhook, throughput at 32 clients", "nothing/noop-32c", median(par[32][nothing]) / median(par[32][noop])},
+		{"5 injected / (pre-merged × do-nothing ÷ none), p50", "injected/expected-p50", p50(injected) / expected},
+		{"5 injected / pre-merged, throughput at 8 clients", "injected/merged-8c", median(par[8][injected]) / median(par[8][merged])},
+	}
+	fmt.Println()
+	for _, r := range ratios {
+		fmt.Printf("%-70s %.3f\n", r.name, r.v)
+		b.ReportMetric(r.v, r.unit)
+	}
+}
+
+// scaleCurve measures the sequential p50 of a pod that 1, 5 or 10 presets
+// match, and of one that none matches, in namespaces of 10, 1,000 and
+// 10,000 presets, in interleaved rounds.
+func scaleCurve(b *testing.B, cl client.Client) {
+	sizes := []int{10, 1000, 10000}
+	matching := []string{"0", "1", "5", "10"}
+	lat := map[string][]time.Duration{}
+	var namespaces []string
+	for _, n := range sizes {
+		ns := makeNamespace(b, cl, fmt.Sprintf("bench-scale-%d", n), nil)
+		namespaces = append(namespaces, ns)
+		createPresets(b, cl, presetstest.BenchPresetsMatching(ns, n))
+	}
+	for r := range *rounds {
+		for i, n := range sizes {
+			for j := range matching {
+				k := matching[(j+r)%len(matching)]
+				c := caseSpec{name: fmt.Sprintf("%d/%s", n, k), ns: namespaces[i], pod: func(name string) *corev1.Pod {
+					p := presetstest.BenchPod(namespaces[i])
+					p.GenerateName, p.Name = "", name
+					p.Labels[presetstest.LabelMatching] = k
+					return p
+				}}
+				lat[c.name] = append(lat[c.name], createSeq(b, cl, c, fmt.Sprintf("r%d-%s", r, k), *scalePods)...)
+			}
+		}
+		clean(b, cl, namespaces...)
+	}
+	fmt.Printf("\nScale curve: sequential p50 ms, %d rounds of %d pods per point\n\n", *rounds, *scalePods)
+	fmt.Println("| presets in the namespace | none match | 1 matches | 5 match | 10 match |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, n := range sizes {
+		row := fmt.Sprintf("| %d |", n)
+		for _, k := range matching {
+			row += fmt.Sprintf(" %.1f |", ms(percentile(lat[fmt.Sprintf("%d/%s", n, k)], 0.5)))
+		}
+		fmt.Println(row)
+	}
+}
+
+// waitFor retries f until it returns nil or the time is up.
+func waitFor(b *testing.B, timeout time.Duration, f func() error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("after %s: %v", timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
