@@ -45,8 +45,8 @@ const loopLimit = 3 * time.Minute
 
 // caseSpec is one way of creating the benchmark's pod.
 type caseSpec struct {
-	name, ns string
-	pod      func(name string) *corev1.Pod
+	id, name, ns string // id prefixes the case's pod names
+	pod          func(name string) *corev1.Pod
 }
 
 // BenchmarkAdmission creates the benchmark's pod (presetstest.BenchPod,
@@ -83,15 +83,15 @@ func BenchmarkAdmission(b *testing.B) {
 		}
 	}
 	cases := []caseSpec{
-		{name: "no webhook called", ns: nsNone, pod: benchPod(nsNone)},
-		{name: "do-nothing webhook", ns: nsNoop, pod: benchPod(nsNoop)},
-		{name: "podpreset, nothing matches", ns: nsPP, pod: func(name string) *corev1.Pod {
+		{id: "none", name: "no webhook called", ns: nsNone, pod: benchPod(nsNone)},
+		{id: "noop", name: "do-nothing webhook", ns: nsNoop, pod: benchPod(nsNoop)},
+		{id: "nothing", name: "podpreset, nothing matches", ns: nsPP, pod: func(name string) *corev1.Pod {
 			p := benchPod(nsPP)(name)
 			p.Labels["app"] = "matched-by-none"
 			return p
 		}},
-		{name: "podpreset, 5 presets injected", ns: nsPP, pod: benchPod(nsPP)},
-		{name: "pre-merged pod, no webhook", ns: nsNone, pod: func(name string) *corev1.Pod {
+		{id: "injected", name: "podpreset, 5 presets injected", ns: nsPP, pod: benchPod(nsPP)},
+		{id: "merged", name: "pre-merged pod, no webhook", ns: nsNone, pod: func(name string) *corev1.Pod {
 			p := merged.DeepCopy()
 			p.Name = name
 			return p
@@ -294,7 +294,7 @@ func createSeq(b *testing.B, cl client.Client, c caseSpec, tag string, n int) []
 	out := make([]time.Duration, 0, n)
 	deadline := time.Now().Add(loopLimit)
 	for i := range n {
-		p := c.pod(fmt.Sprintf("%s-%d", tag, i))
+		p := c.pod(fmt.Sprintf("%s-%s-%d", c.id, tag, i))
 		t0 := time.Now()
 		if err := cl.Create(b.Context(), p); err != nil {
 			b.Fatalf("%s: %v", c.name, err)
@@ -324,7 +324,7 @@ func createPar(b *testing.B, cl client.Client, c caseSpec, tag string, n, client
 				if i >= int64(n) || time.Now().After(deadline) {
 					return
 				}
-				if err := cl.Create(context.Background(), c.pod(fmt.Sprintf("%s-%d", tag, i))); err != nil {
+				if err := cl.Create(context.Background(), c.pod(fmt.Sprintf("%s-%s-%d", c.id, tag, i))); err != nil {
 					failed.Store(err)
 					return
 				}
@@ -458,7 +458,7 @@ func scaleCurve(b *testing.B, cl client.Client) {
 		for i, n := range sizes {
 			for j := range matching {
 				k := matching[(j+r)%len(matching)]
-				c := caseSpec{name: fmt.Sprintf("%d/%s", n, k), ns: namespaces[i], pod: func(name string) *corev1.Pod {
+				c := caseSpec{id: "m" + k, name: fmt.Sprintf("%d/%s", n, k), ns: namespaces[i], pod: func(name string) *corev1.Pod {
 					p := presetstest.BenchPod(namespaces[i])
 					p.GenerateName, p.Name = "", name
 					p.Labels[presetstest.LabelMatching] = k
