@@ -14,6 +14,22 @@
 // DoesNotExist), so a request costs what its matches cost, not what the
 // namespace holds. A Set is immutable; build a new one when presets change.
 //
+// # The admission path
+//
+// A webhook needs a patch, not a merged pod. Select is Apply's first half
+// (skip rules and matching, from the pod's metadata alone), so a pod that no
+// preset matches costs no more than that; MergePatch is its second, which
+// writes the JSON patch straight from the merge: no merged pod is built, no
+// entry is copied, and each injected entry is encoded to JSON once per
+// compiled preset (on first use) and then copied as bytes into every patch.
+// The patch is byte for byte the one presets/patch computes from the pod and
+// Apply's result (tested on every engine case and 2,000 generated ones), so
+// it keeps that package's insert-only shape. WholeContainers says when the
+// merge reads more of the pod's containers than their name, env, envFrom and
+// volumeMounts (a preset injects init containers), so that the webhook can
+// decode only those parts otherwise. Apply's result shares the injected
+// entries' pointers with the compiled presets: it is read-only.
+//
 // # Precedence
 //
 // The pod's own spec always wins. Then PodPresets, then ClusterPodPresets (the

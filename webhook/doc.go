@@ -1,11 +1,14 @@
 // Package webhook holds podpreset's admission handlers, thin adapters around
 // the presets engine:
 //
-//   - PodMutator (mutating, pods, CREATE): guard, read the caches, run
-//     presets.Apply, answer with the insert-only JSON patch of
-//     presets/patch (the pod's own entries, and fields our Go types do not
-//     know, are never rewritten), every conflict, refused preset and
-//     left-out entry as an admission warning, a metric per outcome.
+//   - PodMutator (mutating, pods, CREATE): guard, read the caches, match
+//     (presets.Select) on the pod's metadata alone, and only when a preset
+//     matches decode the spec (PodObject: of the containers, only what the
+//     merge reads, unless a preset injects init containers) and answer with
+//     presets.MergePatch's insert-only JSON patch (the pod's own entries,
+//     and fields our Go types do not know, are never rewritten), every
+//     conflict, refused preset and left-out entry as an admission warning,
+//     a metric per outcome.
 //   - PresetValidator (validating, PodPresets and ClusterPodPresets):
 //     presets.Load with the tenancy and the preset policy, each denial an
 //     apierrors Invalid status that names the field and the rule.
@@ -19,22 +22,28 @@
 // Departure from STYLE.md (let controller-runtime decode the request):
 // Serve is our own thin handler, not controller-runtime's admission.Webhook.
 // It decodes the review and its object in one pass (controller-runtime
-// decodes the review, then the pod again from its raw bytes), answers a
+// decodes the review, then the pod again from its raw bytes; the pod
+// mutator goes further and leaves the spec undecoded until a preset
+// matches), answers a
 // request that is no review with an HTTP error status rather than 200 with
 // the error inside a review (which the API server reads as a denial), caps
 // request bodies per endpoint, and bounds the requests and request bytes in
 // flight, answering 429 at once beyond them, so that a flood of large
-// reviews cannot take the process over its memory limit. The patch is still
-// computed against the typed pod and only inserts, so unknown fields
-// survive.
+// reviews cannot take the process over its memory limit. The patch only
+// inserts, so unknown fields survive. In process, a review of the
+// benchmark's pod costs 148 allocations with 5 presets injected (450
+// before this design) and 61 when nothing matches; most of what is left is
+// encoding/json decoding the review's strings and maps.
 //
 // Decisions:
 //   - A request the mutator cannot serve (a namespace the cache cannot read,
 //     a patch that cannot be computed) is answered with HTTP 500, never a
 //     panic: the API server applies the failure policy (Ignore: the pod is
 //     created without presets), and podpreset_admission_total{result="error"}
-//     counts it. A review whose pod does not decode is denied with 400: the
-//     API server never sends one.
+//     counts it. A review whose pod does not decode is denied with 400 (its
+//     metadata at once; its spec only when a preset matches, since a pod
+//     that matches nothing is never decoded further): the API server never
+//     sends one.
 //   - Conflict warnings carry the kept and dropped values, shortened; logs
 //     carry only field paths and preset names, never values.
 package webhook
