@@ -9,7 +9,9 @@
 // an insertion shifted.
 //
 // Paths are relative to prefix: "" for a Pod, "/spec/template" for a pod
-// template.
+// template. The CLI uses it for workloads' templates; the webhook writes the
+// same patch for pods straight from the merge (presets.MergePatch), and the
+// engine's tests hold that one to this one, byte for byte.
 package patch
 
 import (
