@@ -797,7 +797,7 @@ func (c *Cluster) ServerPIDs() (apiserver, etcd int, err error) {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		b, err := os.ReadFile("/proc/" + d.Name() + "/cmdline")
 		if err != nil {
 			continue
 		}
