@@ -85,6 +85,11 @@ bench: servers ## Run the benchmarks: engine, handler, admission through the API
 bench-e2e: servers ## Admission through a real API server: no webhook, a do-nothing webhook, podpreset, the pre-merged pod; interleaved (about 10 minutes).
 	$(GO) test -count=1 -timeout 60m -run '^$$' -bench Admission -benchtime 1x ./test/bench/...
 
+.PHONY: bench-peers
+bench-peers: servers ## Kyverno beside podpreset on one control plane (builds Kyverno from the module proxy first: about 13 minutes; never part of make test).
+	hack/peers/build-kyverno.sh
+	$(GO) test -count=1 -timeout 60m -run '^$$' -bench Peers -benchtime 1x ./test/bench/...
+
 .PHONY: fuzz
 fuzz: ## Fuzz the engine and the admission handlers, FUZZTIME each (default 60s).
 	$(GO) test -run '^$$' -fuzz FuzzApply -fuzztime $(or $(FUZZTIME),60s) ./presets
