@@ -1,6 +1,7 @@
 package presets
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -17,24 +18,41 @@ import (
 // 6902) that turns the pod into it; nil when nothing changes. Result.Pod is
 // nil.
 //
-// The patch is the one presets/patch computes from the two pods, byte for
-// byte (a test holds it to that), so it keeps that package's insert-only
-// shape: entries the pod already has are never replaced, and fields of
-// theirs that our Go types do not know survive. It is written straight from
-// the merge, without building the merged pod, and each injected entry is
-// encoded once per preset (on first use) rather than once per pod.
+// With own nil, the patch is the one presets/patch computes from the pod and
+// Apply's result, byte for byte (a test holds it to that): it only inserts,
+// one add per injected entry, so entries the pod already has are never
+// rewritten and fields of theirs that our Go types do not know survive.
+// With own, a list that receives entries and already has some is written as
+// one replace whose value is the injected entries' JSON and the pod's own
+// entries' JSON exactly as own gives it (so unknown fields survive there
+// too): an API server applies a patch of a dozen operations about three
+// times faster than one of a hundred.
 //
-// Unless WholeContainers says otherwise, the pod's containers need only
-// their name, env, envFrom and volumeMounts: a caller decoding the pod may
-// leave every other field of a container out.
-func MergePatch(pod *corev1.Pod, ns Namespace, presets []*Preset) (Result, []byte, error) {
+// The patch is written straight from the merge, without building the
+// merged pod, and each injected entry is encoded once per preset (on first
+// use) rather than once per pod. Unless WholeContainers says otherwise, the
+// pod's containers need only their name, env, envFrom and volumeMounts: a
+// caller decoding the pod may leave every other field of a container out.
+func MergePatch(pod *corev1.Pod, ns Namespace, presets []*Preset, own OwnLists) (Result, []byte, error) {
 	m, res := merge(pod, ns, presets, false)
 	res.Pod = nil
 	if !res.Changed {
 		return res, nil, nil
 	}
-	out, err := m.writePatch(pod)
+	out, err := m.writePatch(pod, own)
 	return res, out, err
+}
+
+// OwnLists gives the JSON of a pod's own lists as the API server sent them
+// (a JSON array each), for MergePatch. A nil result means "not known": that
+// list gets one add per injected entry.
+type OwnLists interface {
+	// Container returns the list field ("env", "envFrom" or
+	// "volumeMounts") of the pod's init container (init) or container at
+	// index i.
+	Container(init bool, i int, field string) []byte
+	// Volumes returns spec.volumes.
+	Volumes() []byte
 }
 
 // WholeContainers says whether merging these presets reads more of the
@@ -99,14 +117,17 @@ type patchWriter struct {
 // op starts an add operation and writes its path from parts (a string
 // or an int, a list index), leaving the writer where the value goes; end
 // closes it.
-func (w *patchWriter) op(parts ...any) {
+func (w *patchWriter) op(parts ...any) { w.start("add", parts...) }
+
+// start starts an operation: op with its verb.
+func (w *patchWriter) start(verb string, parts ...any) {
 	if w.n == 0 {
 		w.buf = append(w.buf, '[')
 	} else {
 		w.buf = append(w.buf, ',')
 	}
 	w.n++
-	w.buf = append(w.buf, `{"op":"add","path":"`...)
+	w.buf = append(append(append(w.buf, `{"op":"`...), verb...), `","path":"`...)
 	for _, p := range parts {
 		switch p := p.(type) {
 		case string:
@@ -119,6 +140,9 @@ func (w *patchWriter) op(parts ...any) {
 }
 
 func (w *patchWriter) end() { w.buf = append(w.buf, '}') }
+
+// replace is op for a replace operation.
+func (w *patchWriter) replace(parts ...any) { w.start("replace", parts...) }
 
 // value writes a value encoding/json encodes, for the rare entries that
 // have no encoded form (injected init containers, pull secrets).
@@ -153,19 +177,32 @@ func appendStringBody(dst []byte, s string) []byte {
 // writeEntries writes added entries where an insert-only patch puts them,
 // at path (its parts, as op takes them): when the list is empty, one add
 // of the whole list; else one add per entry, at index 0, 1, … in front of
-// the pod's own (prepend) or at the end (-).
-func writeEntries[T any](w *patchWriter, path [3]any, own int, added []pending[T], js func(pending[T]) []byte, prepend bool) {
+// the pod's own (prepend) or at the end (-) — or, when the own list's JSON
+// is known (raw), one replace of the whole list with the added entries and
+// raw's, in their order.
+func writeEntries[T any](w *patchWriter, path [3]any, own int, raw []byte, added []pending[T], js func(pending[T]) []byte, prepend bool) {
 	if len(added) == 0 {
 		return
 	}
-	if own == 0 {
-		w.op(path[0], path[1], path[2])
+	inner, rawOK := arrayBody(raw)
+	if own == 0 || rawOK {
+		if own == 0 {
+			w.op(path[0], path[1], path[2])
+		} else {
+			w.replace(path[0], path[1], path[2])
+		}
 		w.buf = append(w.buf, '[')
+		if own > 0 && !prepend {
+			w.buf = append(append(w.buf, inner...), ',')
+		}
 		for i, a := range added {
 			if i > 0 {
 				w.buf = append(w.buf, ',')
 			}
 			w.buf = append(w.buf, js(a)...)
+		}
+		if own > 0 && prepend {
+			w.buf = append(append(w.buf, ','), inner...)
 		}
 		w.buf = append(w.buf, ']')
 		w.end()
@@ -182,11 +219,22 @@ func writeEntries[T any](w *patchWriter, path [3]any, own int, added []pending[T
 	}
 }
 
+// arrayBody returns what is between the brackets of a JSON array with at
+// least one entry; ok is false for anything else.
+func arrayBody(raw []byte) (inner []byte, ok bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) < 2 || raw[0] != '[' || raw[len(raw)-1] != ']' {
+		return nil, false
+	}
+	inner = bytes.TrimSpace(raw[1 : len(raw)-1])
+	return inner, len(inner) > 0
+}
+
 // writePatch writes the patch that turns pod into the merged pod, in the
 // order presets/patch.Pod writes it: annotations; each of the pod's own
 // init containers and containers at its own index (env, envFrom, mounts);
 // the injected init containers; volumes; pull secrets.
-func (m *merger) writePatch(pod *corev1.Pod) ([]byte, error) {
+func (m *merger) writePatch(pod *corev1.Pod, own OwnLists) ([]byte, error) {
 	for _, p := range m.presets {
 		if _, err := p.entries(); err != nil {
 			return nil, err
@@ -204,9 +252,13 @@ func (m *merger) writePatch(pod *corev1.Pod) ([]byte, error) {
 			if t.index < 0 || t.isInitCtr != initCtrs {
 				continue
 			}
-			writeEntries(w, [3]any{base, t.index, "/env"}, len(t.c.Env), t.env, envJSON, true)
-			writeEntries(w, [3]any{base, t.index, "/envFrom"}, len(t.c.EnvFrom), t.envFrom, envFromJSON, true)
-			writeEntries(w, [3]any{base, t.index, "/volumeMounts"}, len(t.c.VolumeMounts), t.mounts, mountJSON, false)
+			var env, envFrom, mounts []byte
+			if own != nil {
+				env, envFrom, mounts = own.Container(initCtrs, t.index, "env"), own.Container(initCtrs, t.index, "envFrom"), own.Container(initCtrs, t.index, "volumeMounts")
+			}
+			writeEntries(w, [3]any{base, t.index, "/env"}, len(t.c.Env), env, t.env, envJSON, true)
+			writeEntries(w, [3]any{base, t.index, "/envFrom"}, len(t.c.EnvFrom), envFrom, t.envFrom, envFromJSON, true)
+			writeEntries(w, [3]any{base, t.index, "/volumeMounts"}, len(t.c.VolumeMounts), mounts, t.mounts, mountJSON, false)
 		}
 	}
 	if len(m.inits) > 0 {
@@ -240,7 +292,11 @@ func (m *merger) writePatch(pod *corev1.Pod) ([]byte, error) {
 			}
 		}
 	}
-	writeEntries(w, [3]any{"/spec/volumes", "", ""}, len(pod.Spec.Volumes), m.volumes, volumeJSON, false)
+	var volumes []byte
+	if own != nil {
+		volumes = own.Volumes()
+	}
+	writeEntries(w, [3]any{"/spec/volumes", "", ""}, len(pod.Spec.Volumes), volumes, m.volumes, volumeJSON, false)
 	if len(m.pulls) > 0 {
 		if len(pod.Spec.ImagePullSecrets) == 0 {
 			w.op("/spec/imagePullSecrets")

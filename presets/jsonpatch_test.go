@@ -3,9 +3,15 @@ package presets
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
 	"testing"
 
+	evanphx "github.com/evanphx/json-patch/v5"
+
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/podpreset/podpreset/presets/patch"
@@ -30,8 +36,11 @@ func checkPatch(t *testing.T, pod *corev1.Pod, ns Namespace, set *Set) {
 			in = trimContainers(pod)
 		}
 		var err error
-		if got, raw, err = MergePatch(in, ns, matched); err != nil {
+		if got, raw, err = MergePatch(in, ns, matched, nil); err != nil {
 			t.Fatalf("MergePatch: %v", err)
+		}
+		if got.Changed {
+			checkReplaceShape(t, pod, in, ns, matched, res.Pod, raw)
 		}
 	}
 	if diff := cmp.Diff(before, pod); diff != "" {
@@ -104,4 +113,98 @@ func TestPatchOfEachInjectedKind(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) { checkPatch(t, tc.pod, defaultNS, mustSet(t, tc.presets...)) })
 	}
+}
+
+// checkReplaceShape asserts that the patch MergePatch writes with the pod's
+// own lists known turns the pod's JSON into Apply's result, and keeps every
+// field our types do not know inside the entries of the lists it replaces:
+// each own entry of every list carries one here.
+func checkReplaceShape(t *testing.T, pod, in *corev1.Pod, ns Namespace, matched []*Preset, want *corev1.Pod, insertOnly []byte) {
+	t.Helper()
+	podJSON, own := withUnknownFields(t, pod)
+	_, raw, err := MergePatch(in, ns, matched, own)
+	if err != nil {
+		t.Fatalf("MergePatch with own lists: %v", err)
+	}
+	// Every insertion into a list the pod has is now a replace of it.
+	inserts := regexp.MustCompile(`"path":"[^"]*/(env/\d+|envFrom/\d+|volumeMounts/-|volumes/-)"`)
+	if inserts.Match(raw) || inserts.Match(insertOnly) != bytes.Contains(raw, []byte(`"op":"replace"`)) {
+		t.Errorf("with the own lists known, the patch still inserts into them, or replaces for nothing:\n%s\ninsert-only:\n%s", raw, insertOnly)
+	}
+	p, err := evanphx.DecodePatch(raw)
+	if err != nil {
+		t.Fatalf("the replace-shaped patch does not decode: %v\n%s", err, raw)
+	}
+	patched, err := p.Apply(podJSON)
+	if err != nil {
+		t.Fatalf("the replace-shaped patch does not apply: %v\n%s", err, raw)
+	}
+	var got corev1.Pod
+	if err := json.Unmarshal(patched, &got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, &got, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("the replace-shaped patch makes another pod (-Apply +patched):\n%s\npatch %s", diff, raw)
+	}
+	if b, a := bytes.Count(podJSON, []byte(unknownField)), bytes.Count(patched, []byte(unknownField)); a != b {
+		t.Errorf("%d of the %d fields our types do not know survived the patch:\n%s", a, b, raw)
+	}
+}
+
+const unknownField = `"x-from-a-newer-kubernetes"`
+
+// ownLists is OwnLists over a pod's JSON.
+type ownLists map[string][]byte
+
+func (o ownLists) Container(init bool, i int, field string) []byte {
+	return o[fmt.Sprintf("%v/%d/%s", init, i, field)]
+}
+func (o ownLists) Volumes() []byte { return o["volumes"] }
+
+// withUnknownFields returns the pod's JSON with a field our types do not
+// know in every entry of its env, envFrom, volumeMounts and volumes lists,
+// and those lists' JSON.
+func withUnknownFields(t *testing.T, pod *corev1.Pod) ([]byte, ownLists) {
+	t.Helper()
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	own := ownLists{}
+	mark := func(key string, list any) {
+		entries, ok := list.([]any)
+		if !ok || len(entries) == 0 {
+			return
+		}
+		for _, e := range entries {
+			e.(map[string]any)[strings.Trim(unknownField, `"`)] = map[string]any{"kept": true}
+		}
+		b, err := json.Marshal(entries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		own[key] = b
+	}
+	spec, _ := doc["spec"].(map[string]any)
+	for _, kind := range []struct {
+		field string
+		init  bool
+	}{{"initContainers", true}, {"containers", false}} {
+		cs, _ := spec[kind.field].([]any)
+		for i, c := range cs {
+			for _, f := range []string{"env", "envFrom", "volumeMounts"} {
+				mark(fmt.Sprintf("%v/%d/%s", kind.init, i, f), c.(map[string]any)[f])
+			}
+		}
+	}
+	mark("volumes", spec["volumes"])
+	out, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, own
 }

@@ -2,12 +2,15 @@ package webhook
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
+	evanphx "github.com/evanphx/json-patch/v5"
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/podpreset/podpreset/presets/presetstest"
+	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
 // TestDecodeSpecKeepsWhatTheMergeReads: the partial decode of a pod keeps,
@@ -51,5 +54,54 @@ func TestDecodeSpecKeepsWhatTheMergeReads(t *testing.T) {
 		Volumes: pod.Spec.Volumes, ImagePullSecrets: pod.Spec.ImagePullSecrets}
 	if diff := cmp.Diff(want, part); diff != "" {
 		t.Errorf("partial decode (-what the merge reads +decoded):\n%s", diff)
+	}
+}
+
+// TestPatchKeepsUnknownFieldsInsideEntries: a pod whose own env, envFrom,
+// volumeMounts and volumes entries carry fields our Go types do not know
+// (a newer Kubernetes') gets its presets in one replace per list, and
+// every one of those fields survives the patch as the API server applies
+// it; nothing the pod had is lost or reordered.
+func TestPatchKeepsUnknownFieldsInsideEntries(t *testing.T) {
+	const unknown = `"x-newer":{"kept":true}`
+	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","namespace":"shop","labels":{"app":"web","tier":"frontend"}},
+"spec":{"initContainers":[{"name":"init","image":"busybox","env":[{"name":"OWN_INIT","value":"1",` + unknown + `}]}],
+"containers":[{"name":"web","image":"nginx","env":[{"name":"OWN","value":"1",` + unknown + `}],
+"envFrom":[{"configMapRef":{"name":"own"},` + unknown + `}],"volumeMounts":[{"name":"data","mountPath":"/data",` + unknown + `}]}],
+"volumes":[{"name":"data","emptyDir":{},` + unknown + `}]}}`
+	review := `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1","kind":{"group":"","version":"v1","kind":"Pod"},
+"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"shop","operation":"CREATE","object":` + pod + `}}`
+	var objs []v1alpha1.Object
+	for _, pp := range presetstest.BenchPresets("shop", 10) {
+		objs = append(objs, pp)
+	}
+	resp := reviewOf(t, serve(t, testMutator(t, objs...), []byte(review), "application/json"))
+	if !resp.Allowed || len(resp.Patch) == 0 {
+		t.Fatalf("allowed %v, patch %s", resp.Allowed, resp.Patch)
+	}
+	for _, list := range []string{"/spec/initContainers/0/env", "/spec/containers/0/env", "/spec/containers/0/envFrom", "/spec/containers/0/volumeMounts", "/spec/volumes"} {
+		if !strings.Contains(string(resp.Patch), `{"op":"replace","path":"`+list+`"`) {
+			t.Errorf("%s is not replaced in one operation:\n%s", list, resp.Patch)
+		}
+	}
+	p, err := evanphx.DecodePatch(resp.Patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mutated, err := p.Apply([]byte(pod))
+	if err != nil {
+		t.Fatalf("the patch does not apply: %v", err)
+	}
+	if got := strings.Count(string(mutated), unknown); got != 5 {
+		t.Errorf("%d of the 5 unknown fields survived:\n%s", got, mutated)
+	}
+	var got corev1.Pod
+	if err := json.Unmarshal(mutated, &got); err != nil {
+		t.Fatal(err)
+	}
+	web := got.Spec.Containers[0]
+	if n := len(web.Env); n != 21 || web.Env[20].Name != "OWN" || len(web.EnvFrom) != 6 || web.EnvFrom[5].ConfigMapRef.Name != "own" ||
+		len(web.VolumeMounts) != 6 || web.VolumeMounts[0].Name != "data" || len(got.Spec.Volumes) != 6 || got.Spec.Volumes[0].Name != "data" {
+		t.Errorf("the pod's own entries moved or went: env %d, envFrom %d, mounts %d, volumes %d\n%s", n, len(web.EnvFrom), len(web.VolumeMounts), len(got.Spec.Volumes), mutated)
 	}
 }

@@ -79,7 +79,7 @@ func (m *PodMutator) Handle(ctx context.Context, req *Request[PodObject]) (*admi
 		admissionTotal.WithLabelValues(ResultError).Inc()
 		return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error()), nil
 	}
-	res, encoded, err := presets.MergePatch(pod, ns, matched)
+	res, encoded, err := presets.MergePatch(pod, ns, matched, req.Object)
 	if err != nil {
 		admissionTotal.WithLabelValues(ResultError).Inc()
 		return nil, err
