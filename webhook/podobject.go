@@ -22,8 +22,9 @@ import (
 type PodObject struct {
 	Metadata podMetadata     `json:"metadata"`
 	Spec     json.RawMessage `json:"spec"`
-	// spec is the partly decoded spec, once decodeSpec has run.
-	spec *mergeSpec
+	// own is where the spec's lists are in Spec, once decodeSpec has
+	// decoded the spec partly.
+	own *ownJSON
 }
 
 var _ presets.OwnLists = (*PodObject)(nil)
@@ -31,46 +32,27 @@ var _ presets.OwnLists = (*PodObject)(nil)
 // Container returns the JSON of a container's list, once decodeSpec has
 // decoded the spec partly; else nil.
 func (o *PodObject) Container(init bool, i int, field string) []byte {
-	if o.spec == nil {
+	if o.own == nil {
 		return nil
 	}
-	cs := o.spec.Containers
+	cs := o.own.containers
 	if init {
-		cs = o.spec.InitContainers
+		cs = o.own.initContainers
 	}
-	if i < 0 || i >= len(cs) {
-		return nil
-	}
-	switch field {
-	case "env":
-		return cs[i].Env.raw
-	case "envFrom":
-		return cs[i].EnvFrom.raw
-	case "volumeMounts":
-		return cs[i].VolumeMounts.raw
+	for f, name := range containerFields {
+		if name == field && i >= 0 && i < len(cs) {
+			return cs[i][f]
+		}
 	}
 	return nil
 }
 
 // Volumes returns the JSON of spec.volumes, as Container does.
 func (o *PodObject) Volumes() []byte {
-	if o.spec == nil {
+	if o.own == nil {
 		return nil
 	}
-	return o.spec.Volumes.raw
-}
-
-// rawList is a JSON array decoded into items and kept as its JSON.
-type rawList[T any] struct {
-	items []T
-	raw   []byte
-}
-
-// UnmarshalJSON decodes the array and keeps its bytes: a slice of the
-// spec's JSON, which PodObject owns and nothing writes.
-func (l *rawList[T]) UnmarshalJSON(b []byte) error {
-	l.raw = b
-	return sigsjson.UnmarshalCaseSensitivePreserveInts(b, &l.items)
+	return o.own.volumes
 }
 
 type podMetadata struct {
@@ -85,15 +67,15 @@ type podMetadata struct {
 type mergeSpec struct {
 	InitContainers   []mergeContainer              `json:"initContainers,omitempty"`
 	Containers       []mergeContainer              `json:"containers,omitempty"`
-	Volumes          rawList[corev1.Volume]        `json:"volumes"`
+	Volumes          []corev1.Volume               `json:"volumes,omitempty"`
 	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
 }
 
 type mergeContainer struct {
-	Name         string                        `json:"name"`
-	Env          rawList[corev1.EnvVar]        `json:"env"`
-	EnvFrom      rawList[corev1.EnvFromSource] `json:"envFrom"`
-	VolumeMounts rawList[corev1.VolumeMount]   `json:"volumeMounts"`
+	Name         string                 `json:"name"`
+	Env          []corev1.EnvVar        `json:"env,omitempty"`
+	EnvFrom      []corev1.EnvFromSource `json:"envFrom,omitempty"`
+	VolumeMounts []corev1.VolumeMount   `json:"volumeMounts,omitempty"`
 }
 
 // meta returns a pod with the object's metadata and no spec, in namespace
@@ -117,14 +99,18 @@ func (o *PodObject) decodeSpec(pod *corev1.Pod, whole bool) error {
 		}
 		return nil
 	}
-	s := &mergeSpec{}
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(o.Spec, s); err != nil {
+	var s mergeSpec
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(o.Spec, &s); err != nil {
 		return fmt.Errorf("decoding the Pod's spec: %w", err)
 	}
-	o.spec = s
 	pod.Spec.InitContainers = containers(s.InitContainers)
 	pod.Spec.Containers = containers(s.Containers)
-	pod.Spec.Volumes, pod.Spec.ImagePullSecrets = s.Volumes.items, s.ImagePullSecrets
+	pod.Spec.Volumes, pod.Spec.ImagePullSecrets = s.Volumes, s.ImagePullSecrets
+	// Where the lists are, for a patch that replaces them whole; unless
+	// the scan saw the same containers as the decoder, none.
+	if own := scanOwnLists(o.Spec); own != nil && len(own.initContainers) == len(s.InitContainers) && len(own.containers) == len(s.Containers) {
+		o.own = own
+	}
 	return nil
 }
 
@@ -134,7 +120,7 @@ func containers(cs []mergeContainer) []corev1.Container {
 	}
 	out := make([]corev1.Container, len(cs))
 	for i, c := range cs {
-		out[i] = corev1.Container{Name: c.Name, Env: c.Env.items, EnvFrom: c.EnvFrom.items, VolumeMounts: c.VolumeMounts.items}
+		out[i] = corev1.Container{Name: c.Name, Env: c.Env, EnvFrom: c.EnvFrom, VolumeMounts: c.VolumeMounts}
 	}
 	return out
 }
