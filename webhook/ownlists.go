@@ -139,12 +139,12 @@ func (s *scanner) value() bool {
 	if s.i >= len(s.b) {
 		return false
 	}
-	switch c := s.b[s.i]; {
-	case c == '{':
+	switch s.b[s.i] {
+	case '{':
 		return s.object(func([]byte) bool { return s.value() })
-	case c == '[':
+	case '[':
 		return s.array(s.value)
-	case c == '"':
+	case '"':
 		_, ok := s.str()
 		return ok
 	default: // a number, true, false or null
