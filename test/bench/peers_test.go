@@ -160,7 +160,10 @@ metadata: {name: kyverno-metrics, namespace: kyverno}
 	}
 	port, metrics := freePort(b), freePort(b)
 	var logs cluster.Buffer
-	proc, err := cp.StartBinary(b.Context(), "kyverno", binary, &logs,
+	// What its Deployment would set.
+	env := []string{"KYVERNO_NAMESPACE=kyverno", "KYVERNO_SERVICEACCOUNT_NAME=kyverno", "KYVERNO_DEPLOYMENT=kyverno",
+		"KYVERNO_POD_NAME=kyverno-bench", "INIT_CONFIG=kyverno", "METRICS_CONFIG=kyverno-metrics"}
+	proc, err := cp.StartBinary(b.Context(), "kyverno", binary, &logs, env,
 		"--kubeconfig="+cp.Kubeconfig,
 		"--serverIP=127.0.0.1:"+strconv.Itoa(port), "--webhookServerHost=127.0.0.1", "--webhookServerPort="+strconv.Itoa(port),
 		"--caSecretName=kyverno-svc.kyverno.svc.kyverno-tls-ca", "--tlsSecretName=kyverno-svc.kyverno.svc.kyverno-tls-pair",

@@ -826,14 +826,14 @@ func (c *Cluster) ServerPIDs() (apiserver, etcd int, err error) {
 }
 
 // StartBinary runs another program beside the cluster (a peer's server,
-// for the benchmarks) with args as given, its output to out and the
-// cluster's logs; Stop it with Process.Stop. Nothing waits for it to be
-// ready.
-func (c *Cluster) StartBinary(ctx context.Context, name, binary string, out io.Writer, args ...string) (*Process, error) {
+// for the benchmarks) with args as given and env added to the environment,
+// its output to out and the cluster's logs; Stop it with Process.Stop.
+// Nothing waits for it to be ready.
+func (c *Cluster) StartBinary(ctx context.Context, name, binary string, out io.Writer, env []string, args ...string) (*Process, error) {
 	if out == nil {
 		out = io.Discard
 	}
-	p, err := startProcess(ctx, name, io.MultiWriter(out, c.logs), nil, binary, args...)
+	p, err := startProcess(ctx, name, io.MultiWriter(out, c.logs), append([]string{}, env...), binary, args...)
 	if err != nil {
 		return nil, err
 	}
