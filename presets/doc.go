@@ -22,9 +22,13 @@
 // writes the JSON patch straight from the merge: no merged pod is built, no
 // entry is copied, and each injected entry is encoded to JSON once per
 // compiled preset (on first use) and then copied as bytes into every patch.
-// The patch is byte for byte the one presets/patch computes from the pod and
-// Apply's result (tested on every engine case and 2,000 generated ones), so
-// it keeps that package's insert-only shape. WholeContainers says when the
+// Without the pod's own lists' JSON, the patch is byte for byte the one
+// presets/patch computes from the pod and Apply's result (tested on every
+// engine case and 2,000 generated ones): one add per entry. With it
+// (OwnLists), a list the pod has and presets add to is one replace carrying
+// the pod's own entries verbatim, which an API server applies about three
+// times faster; the same cases prove that patch too, with a field our types
+// do not know in every own entry. WholeContainers says when the
 // merge reads more of the pod's containers than their name, env, envFrom and
 // volumeMounts (a preset injects init containers), so that the webhook can
 // decode only those parts otherwise. Apply's result shares the injected
