@@ -258,7 +258,7 @@ func TestApply(t *testing.T) {
 				ns = *tc.ns
 			}
 			set := mustSet(t, tc.presets...)
-			checkPatch(t, tc.pod, ns, set)
+			checkPatch(t, tc.pod, ns, set, true)
 			before := tc.pod.DeepCopy()
 			res := Apply(tc.pod, ns, set)
 			if diff := cmp.Diff(tc.want, res.Pod); diff != "" {
