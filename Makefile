@@ -86,7 +86,7 @@ bench-e2e: servers ## Admission through a real API server: no webhook, a do-noth
 	$(GO) test -count=1 -timeout 60m -run '^$$' -bench Admission -benchtime 1x ./test/bench/...
 
 .PHONY: bench-peers
-bench-peers: servers ## Kyverno beside podpreset on one control plane (builds Kyverno from the module proxy first: about 13 minutes; never part of make test).
+bench-peers: servers ## Kyverno beside podpreset on one control plane (builds Kyverno from the module proxy once first, a long build: 28 minutes here beside other work; the benchmark then takes under 2 minutes; never part of make test).
 	hack/peers/build-kyverno.sh
 	$(GO) test -count=1 -timeout 60m -run '^$$' -bench Peers -benchtime 1x ./test/bench/...
 

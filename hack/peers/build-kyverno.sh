@@ -3,7 +3,8 @@
 # from the Go module proxy into bin/kyverno, for `make bench-peers`; never
 # part of `make test`. Kyverno's go.mod has a replace directive, which Go
 # honours only in the main module: the module's source is copied out of the
-# module cache and built as the main module. About 13 minutes on 2 cores.
+# module cache and built as the main module. A long build (28 minutes on 2
+# cores at low priority beside other work); done once, then reused.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VERSION=v1.19.1
