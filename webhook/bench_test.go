@@ -39,6 +39,38 @@ func benchReview(b *testing.B, match bool) ([]byte, *PodMutator) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return reviewOfPod(b, raw)
+}
+
+// apiServerReview is benchReview's review with the pod as an API server
+// sends it (testdata/pod-create.json: defaulted fields, a service account
+// volume, tolerations, managedFields, status), labelled as the benchmark's
+// pod so that the same 5 presets match.
+func apiServerReview(b *testing.B) ([]byte, *PodMutator) {
+	b.Helper()
+	var in struct {
+		Request struct {
+			Object map[string]any `json:"object"`
+		} `json:"request"`
+	}
+	if err := json.Unmarshal(fixture(&testing.T{}, "pod-create.json"), &in); err != nil {
+		b.Fatal(err)
+	}
+	labels := map[string]any{}
+	for k, v := range presetstest.BenchPod("shop").Labels {
+		labels[k] = v
+	}
+	in.Request.Object["metadata"].(map[string]any)["labels"] = labels
+	raw, err := json.Marshal(in.Request.Object)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return reviewOfPod(b, raw)
+}
+
+// reviewOfPod wraps a pod's JSON in a creation review in namespace "shop",
+// whose 1,000 presets are the benchmark's.
+func reviewOfPod(b *testing.B, raw []byte) ([]byte, *PodMutator) {
 	review, err := json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request: &admissionv1.AdmissionRequest{
@@ -79,14 +111,19 @@ func (l lentNamespaces) List(context.Context, client.ObjectList, ...client.ListO
 // BenchmarkPodMutator is one review through the HTTP handler in process:
 // decode the review with its pod, apply 5 of 1,000 presets and write the
 // patch (injected), or find that none applies (nothing-matches), encode
-// the answer.
+// the answer; and the same 5 injected into the pod as an API server sends
+// it, with all its defaulted fields (api-server-pod-injected).
 func BenchmarkPodMutator(b *testing.B) {
 	for _, tc := range []struct {
-		name  string
-		match bool
-	}{{"injected", true}, {"nothing-matches", false}} {
+		name      string
+		match     bool
+		apiServer bool
+	}{{"injected", true, false}, {"nothing-matches", false, false}, {"api-server-pod-injected", true, true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			review, m := benchReview(b, tc.match)
+			if tc.apiServer {
+				review, m = apiServerReview(b)
+			}
 			h := Serve(m, NewLimiter(256, 24<<20), MaxPodReviewBytes)
 			w := &discardWriter{header: http.Header{}}
 			req := httptest.NewRequest(http.MethodPost, "/mutate-pods", nil)
