@@ -80,8 +80,8 @@ type mergeContainer struct {
 
 // meta returns a pod with the object's metadata and no spec, in namespace
 // ns (the request's: a pod's own metadata.namespace may be empty).
-func (o *PodObject) meta(ns string) *corev1.Pod {
-	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
+func (o *PodObject) meta(ns string) corev1.Pod {
+	return corev1.Pod{ObjectMeta: metav1.ObjectMeta{
 		Name: o.Metadata.Name, GenerateName: o.Metadata.GenerateName, Namespace: ns,
 		Labels: o.Metadata.Labels, Annotations: o.Metadata.Annotations,
 	}}

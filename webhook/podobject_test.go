@@ -31,7 +31,8 @@ func TestDecodeSpecKeepsWhatTheMergeReads(t *testing.T) {
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		t.Fatal(err)
 	}
-	whole, part := obj.meta("shop"), obj.meta("shop")
+	w, p := obj.meta("shop"), obj.meta("shop")
+	whole, part := &w, &p
 	if err := obj.decodeSpec(whole, true); err != nil {
 		t.Fatal(err)
 	}

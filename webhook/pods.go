@@ -62,8 +62,10 @@ func (m *PodMutator) Handle(ctx context.Context, req *Request[PodObject]) (*admi
 	}
 
 	m.Presets.WaitFor(ctx, req.Namespace, m.Wait)
-	pod := req.Object.meta(req.Namespace)
-	matched, skipped := presets.Select(pod, ns, m.Presets.Set())
+	// Matching reads the metadata of a pod that stays on the stack; only a
+	// pod that presets match is built on the heap, with its spec.
+	probe := req.Object.meta(req.Namespace)
+	matched, skipped := presets.Select(&probe, ns, m.Presets.Set())
 	if skipped != "" {
 		admissionTotal.WithLabelValues(ResultSkipped).Inc()
 		if log.V(1).Enabled() {
@@ -75,6 +77,7 @@ func (m *PodMutator) Handle(ctx context.Context, req *Request[PodObject]) (*admi
 		admissionTotal.WithLabelValues(ResultUnchanged).Inc()
 		return allowed(""), nil
 	}
+	pod := &corev1.Pod{ObjectMeta: probe.ObjectMeta}
 	if err := req.Object.decodeSpec(pod, presets.WholeContainers(matched)); err != nil {
 		admissionTotal.WithLabelValues(ResultError).Inc()
 		return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error()), nil
