@@ -573,19 +573,10 @@ func (m *merger) finish() *corev1.Pod {
 			n.mounts += len(t.mounts) + len(t.c.VolumeMounts)
 		}
 	}
-	env, envFrom, mounts := make([]corev1.EnvVar, 0, n.env), make([]corev1.EnvFromSource, 0, n.envFrom), make([]corev1.VolumeMount, 0, n.mounts)
+	bufs := &lists{make([]corev1.EnvVar, 0, n.env), make([]corev1.EnvFromSource, 0, n.envFrom), make([]corev1.VolumeMount, 0, n.mounts)}
 	for k := range m.targets {
 		t := &m.targets[k]
-		c := t.c
-		if len(t.env) > 0 {
-			c.Env, env = place(env, t.env, c.Env, true)
-		}
-		if len(t.envFrom) > 0 {
-			c.EnvFrom, envFrom = place(envFrom, t.envFrom, c.EnvFrom, true)
-		}
-		if len(t.mounts) > 0 {
-			c.VolumeMounts, mounts = place(mounts, t.mounts, c.VolumeMounts, false)
-		}
+		t.fill(t.c, bufs)
 	}
 	if len(m.inits) > 0 {
 		inits := make([]corev1.Container, 0, len(m.inits)+len(pod.Spec.InitContainers))
@@ -615,6 +606,28 @@ func (m *merger) finish() *corev1.Pod {
 		}
 	}
 	return pod
+}
+
+// lists are the buffers that containers' final lists are cut from; empty
+// ones give each list its own allocation.
+type lists struct {
+	env     []corev1.EnvVar
+	envFrom []corev1.EnvFromSource
+	mounts  []corev1.VolumeMount
+}
+
+// fill gives c the lists it has once the presets' additions to t are in,
+// cut from bufs.
+func (t *target) fill(c *corev1.Container, bufs *lists) {
+	if len(t.env) > 0 {
+		c.Env, bufs.env = place(bufs.env, t.env, c.Env, true)
+	}
+	if len(t.envFrom) > 0 {
+		c.EnvFrom, bufs.envFrom = place(bufs.envFrom, t.envFrom, c.EnvFrom, true)
+	}
+	if len(t.mounts) > 0 {
+		c.VolumeMounts, bufs.mounts = place(bufs.mounts, t.mounts, c.VolumeMounts, false)
+	}
 }
 
 // place writes a container's (or the pod's) final list at the end of

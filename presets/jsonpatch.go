@@ -268,15 +268,7 @@ func (m *merger) writePatch(pod *corev1.Pod, own OwnLists) ([]byte, error) {
 		for k := range m.targets {
 			if t := &m.targets[k]; t.index < 0 {
 				c := *t.c
-				if len(t.env) > 0 {
-					c.Env, _ = place(nil, t.env, c.Env, true)
-				}
-				if len(t.envFrom) > 0 {
-					c.EnvFrom, _ = place(nil, t.envFrom, c.EnvFrom, true)
-				}
-				if len(t.mounts) > 0 {
-					c.VolumeMounts, _ = place(nil, t.mounts, c.VolumeMounts, false)
-				}
+				t.fill(&c, &lists{})
 				inits = append(inits, c)
 			}
 		}

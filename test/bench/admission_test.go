@@ -87,13 +87,6 @@ func BenchmarkAdmission(b *testing.B) {
 	createPresets(b, cl, presetstest.BenchPresets(nsPP, 1000))
 	merged := preMerged(b, nsNone)
 
-	benchPod := func(ns string) func(string) *corev1.Pod {
-		return func(name string) *corev1.Pod {
-			p := presetstest.BenchPod(ns)
-			p.GenerateName, p.Name = "", name
-			return p
-		}
-	}
 	cases := []caseSpec{
 		{id: "none", name: "no webhook called", ns: nsNone, pod: benchPod(nsNone)},
 		{id: "noop", name: "do-nothing webhook", ns: nsNoop, pod: benchPod(nsNoop)},
@@ -144,6 +137,15 @@ func BenchmarkAdmission(b *testing.B) {
 	}
 	if *scale {
 		scaleCurve(b, cl)
+	}
+}
+
+// benchPod returns a maker of the benchmark's pod in ns, named.
+func benchPod(ns string) func(name string) *corev1.Pod {
+	return func(name string) *corev1.Pod {
+		p := presetstest.BenchPod(ns)
+		p.GenerateName, p.Name = "", name
+		return p
 	}
 }
 

@@ -57,21 +57,14 @@ func BenchmarkPeers(b *testing.B) {
 	createPresets(b, cl, presetstest.BenchPresets(nsPP, 1000))
 	createKyvernoPolicy(b, cl, nsKyv)
 
-	pod := func(ns string) func(string) *corev1.Pod {
-		return func(name string) *corev1.Pod {
-			p := presetstest.BenchPod(ns)
-			p.GenerateName, p.Name = "", name
-			return p
-		}
-	}
 	cases := []caseSpec{
-		{id: "none", name: "no webhook called", ns: nsNone, pod: pod(nsNone)},
-		{id: "podpreset", name: "podpreset, 5 presets injected", ns: nsPP, pod: pod(nsPP), presets: 5},
-		{id: "kyverno", name: "Kyverno 1.19.1, 5 mutate rules", ns: nsKyv, pod: pod(nsKyv)},
+		{id: "none", name: "no webhook called", ns: nsNone, pod: benchPod(nsNone)},
+		{id: "podpreset", name: "podpreset, 5 presets injected", ns: nsPP, pod: benchPod(nsPP), presets: 5},
+		{id: "kyverno", name: "Kyverno 1.19.1, 5 mutate rules", ns: nsKyv, pod: benchPod(nsKyv)},
 	}
 	// Kyverno's pods must get what podpreset's get.
 	waitFor(b, 60*time.Second, func() error {
-		p := pod(nsKyv)("probe")
+		p := benchPod(nsKyv)("probe")
 		if err := cl.Create(b.Context(), p, client.DryRunAll); err != nil {
 			return err
 		}
