@@ -197,17 +197,22 @@ func (inv *Inventory) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The informers outlive this inventory (a leader term ends, the
+	// process and its cache go on): its handlers leave with it.
+	defer func() { _ = pods.RemoveEventHandler(reg) }()
 	nss, err := inv.cache.GetInformer(ctx, &corev1.Namespace{})
 	if err != nil {
 		return err
 	}
-	if _, err := nss.AddEventHandler(toolscache.ResourceEventHandlerFuncs{UpdateFunc: func(old, o any) {
+	nsReg, err := nss.AddEventHandler(toolscache.ResourceEventHandlerFuncs{UpdateFunc: func(old, o any) {
 		if a, b := old.(*corev1.Namespace), o.(*corev1.Namespace); a != nil && b != nil && !maps.Equal(a.Labels, b.Labels) {
 			inv.later(b.Name)
 		}
-	}}); err != nil {
+	}})
+	if err != nil {
 		return err
 	}
+	defer func() { _ = nss.RemoveEventHandler(nsReg) }()
 	// The store calls this from its rebuild loop: the work is done here,
 	// in Start's loop, not there.
 	cancel := inv.Store.Subscribe(func(keys []webhook.Key) {

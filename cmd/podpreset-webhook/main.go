@@ -1,7 +1,10 @@
-// Command podpreset-webhook is podpreset's server: one controller-runtime
+// Command podpreset-webhook is podpreset's server: a controller-runtime
 // manager serving the pod mutating webhook and the preset validating webhook,
 // with informer caches for PodPresets, ClusterPodPresets and Namespaces so
-// that admission makes no API call.
+// that admission makes no API call, and beside it, one term after another, an
+// elected manager for the leader's work (certificates, status, inventory,
+// sources) that borrows its cache: losing the lease ends a term, never the
+// process (see leaderTerms).
 //
 // main parses flags into Options, validates them and calls run; run is what
 // the e2e tests and `make run` start.

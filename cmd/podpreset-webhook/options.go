@@ -31,6 +31,12 @@ type Options struct {
 	// LeaderElect turns on leader election (for the controllers that only
 	// one replica may run).
 	LeaderElect bool
+	// LeaseDuration, RenewDeadline and RetryPeriod time the election: a
+	// leader that cannot renew its lease within RenewDeadline stops its
+	// leader work (the webhook goes on serving); the others wait
+	// LeaseDuration after the last renewal before one takes over, trying
+	// every RetryPeriod.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// EnableHTTP2 lets the webhook server speak HTTP/2 (off: CVE-2023-44487).
 	EnableHTTP2 bool
 	// LogFormat is json or text; LogLevel the verbosity (1 logs every
@@ -129,6 +135,9 @@ func defaultOptions() Options {
 		Inventory:              true,
 		RolloutInterval:        inventory.DefaultInterval,
 		PresetWait:             time.Second,
+		LeaseDuration:          15 * time.Second,
+		RenewDeadline:          10 * time.Second,
+		RetryPeriod:            2 * time.Second,
 	}
 }
 
@@ -162,6 +171,9 @@ func parseFlags(args []string) (Options, error) {
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, `address of /metrics; "0" turns it off`)
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress, "address of /healthz and /readyz")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader among replicas")
+	fs.DurationVar(&o.LeaseDuration, "leader-elect-lease-duration", o.LeaseDuration, "how long the other replicas wait after the leader's last renewal before one of them takes over")
+	fs.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", o.RenewDeadline, "how long the leader tries to renew its lease before it stops its leader work (the webhook goes on serving) and stands for election again")
+	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", o.RetryPeriod, "how often replicas try to acquire or renew the lease")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", false, "let the webhook server speak HTTP/2")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "log format: json or text")
 	fs.IntVarP(&o.LogLevel, "verbosity", "v", 0, "log verbosity: 1 logs every mutation")
@@ -194,6 +206,12 @@ func (o *Options) Validate() error {
 	}
 	if o.PresetWait < 0 || o.PresetWait > 3*time.Second {
 		errs = append(errs, fmt.Errorf("--preset-wait %s: must be between 0 and 3s (the pod webhook's timeout is 5s)", o.PresetWait))
+	}
+	// client-go's own rule: the lease outlasts the renewal deadline, which
+	// outlasts 1.2 retry periods.
+	if o.RetryPeriod <= 0 || o.RenewDeadline <= o.RetryPeriod*6/5 || o.LeaseDuration <= o.RenewDeadline {
+		errs = append(errs, fmt.Errorf("--leader-elect-lease-duration %s, --leader-elect-renew-deadline %s, --leader-elect-retry-period %s: must be lease duration > renew deadline > 1.2 × retry period > 0",
+			o.LeaseDuration, o.RenewDeadline, o.RetryPeriod))
 	}
 	if o.LogLevel < 0 {
 		errs = append(errs, fmt.Errorf("-v %d: must not be negative", o.LogLevel))

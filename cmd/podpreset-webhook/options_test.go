@@ -15,12 +15,12 @@ import (
 
 func TestParseFlags(t *testing.T) {
 	t.Setenv("POD_NAMESPACE", "podpreset-system")
-	got, err := parseFlags([]string{"--port", "10250", "--log-format", "text", "-v", "1", "--leader-elect"})
+	got, err := parseFlags([]string{"--port", "10250", "--log-format", "text", "-v", "1", "--leader-elect", "--leader-elect-lease-duration=40s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := defaultOptions()
-	want.Namespace, want.Port, want.LogFormat, want.LogLevel, want.LeaderElect = "podpreset-system", 10250, "text", 1, true
+	want.Namespace, want.Port, want.LogFormat, want.LogLevel, want.LeaderElect, want.LeaseDuration = "podpreset-system", 10250, "text", 1, true, 40*time.Second
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("options (-want +got):\n%s", diff)
 	}
@@ -69,6 +69,14 @@ func TestValidateNamesEachBadFlag(t *testing.T) {
 				o.Role, o.SourcesConfig, o.Namespace, o.LeaderElect = RoleSources, "/etc/sources.yaml", "", true
 			},
 			want: []string{"--namespace (or $POD_NAMESPACE): needed with --leader-elect"},
+		},
+		"a renewal deadline as long as the lease": {
+			change: func(o *Options) { o.Namespace, o.RenewDeadline = "ns", o.LeaseDuration },
+			want:   []string{"--leader-elect-lease-duration 15s, --leader-elect-renew-deadline 15s, --leader-elect-retry-period 2s: must be"},
+		},
+		"a retry period too close to the renewal deadline": {
+			change: func(o *Options) { o.Namespace, o.RetryPeriod = "ns", 9*time.Second },
+			want:   []string{"--leader-elect-retry-period 9s"},
 		},
 		"an unknown role": {
 			change: func(o *Options) { o.Role, o.Namespace = "controller", "ns" },

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/go-logr/logr"
 	gozap "go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -123,24 +125,25 @@ func run(ctx context.Context, opts Options) error {
 	if opts.Role == RoleSources {
 		leaseID = "podpreset-sources.podpreset.dev"
 	}
-	mgrOpts := ctrl.Options{
-		Cache:                   cacheOptions(opts, srcCfg != nil && opts.Role != RoleWebhook),
-		Scheme:                  scheme,
-		Logger:                  log,
-		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsBindAddress},
-		HealthProbeBindAddress:  opts.HealthProbeBindAddress,
-		LeaderElection:          opts.LeaderElect,
-		LeaderElectionID:        leaseID,
-		LeaderElectionNamespace: opts.Namespace,
+	// Two managers: this one, which every replica runs for as long as the
+	// process lives (the webhook server, the probes, the metrics, the
+	// preset index and the certificate every replica serves), and a leader
+	// term's (below), elected, which borrows this one's cache.
+	servingOpts := ctrl.Options{
+		Cache:                  cacheOptions(opts, srcCfg != nil && opts.Role != RoleWebhook),
+		Scheme:                 scheme,
+		Logger:                 log,
+		Metrics:                metricsserver.Options{BindAddress: opts.MetricsBindAddress},
+		HealthProbeBindAddress: opts.HealthProbeBindAddress,
 	}
 	var ws *webhookSetup
 	if opts.Role != RoleSources {
 		if ws, err = newWebhookSetup(opts); err != nil {
 			return err
 		}
-		mgrOpts.WebhookServer = ws.server
+		servingOpts.WebhookServer = ws.server
 	}
-	mgr, err := ctrl.NewManager(cfg, mgrOpts)
+	mgr, err := ctrl.NewManager(cfg, servingOpts)
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
@@ -148,22 +151,109 @@ func run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("adding the health check: %w", err)
 	}
 	tenancy := sources.NewTenancy(srcCfg)
+	var store *webhook.Store
 	if ws != nil {
-		if err := ws.register(mgr, opts, tenancy); err != nil {
+		store = webhook.NewStore()
+		store.Tenancy = tenancy
+		if err := ws.register(mgr, opts, store); err != nil {
 			return err
 		}
 	} else if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
 	}
-	if srcCfg != nil && opts.Role != RoleWebhook {
-		if err := setupSources(mgr, srcCfg, tenancy); err != nil {
-			return err
-		}
+	terms := &leaderTerms{
+		config: cfg,
+		opts: ctrl.Options{
+			Scheme:                        scheme,
+			Logger:                        log,
+			Metrics:                       metricsserver.Options{BindAddress: "0"},
+			HealthProbeBindAddress:        "0",
+			NewCache:                      func(*rest.Config, cache.Options) (cache.Cache, error) { return borrowedCache{mgr.GetCache()}, nil },
+			LeaderElection:                opts.LeaderElect,
+			LeaderElectionID:              leaseID,
+			LeaderElectionNamespace:       opts.Namespace,
+			LeaderElectionReleaseOnCancel: true,
+			LeaseDuration:                 &opts.LeaseDuration,
+			RenewDeadline:                 &opts.RenewDeadline,
+			RetryPeriod:                   &opts.RetryPeriod,
+			// Each term builds its controllers again, under the same names.
+			Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+		},
+		setup: func(term manager.Manager) error {
+			if ws != nil {
+				if err := ws.registerLeader(term, opts, store); err != nil {
+					return err
+				}
+			}
+			if srcCfg != nil && opts.Role != RoleWebhook {
+				return setupSources(term, srcCfg, tenancy)
+			}
+			return nil
+		},
+		log: log.WithName("leader"),
+	}
+	if err := mgr.Add(terms); err != nil {
+		return fmt.Errorf("adding the leader's work: %w", err)
 	}
 	log.Info("starting", "role", opts.Role, "port", opts.Port, "certMode", opts.CertMode, "namespace", opts.Namespace, "sources", srcCfg != nil)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("running the manager: %w", err)
 	}
+	return nil
+}
+
+// leaderTerms runs what one replica at a time may do (certificate
+// rotation, preset status, the pod inventory and rollouts, the sources
+// controller) in a manager of its own, elected among the replicas, one
+// term after another: when a term loses its lease (an API server that did
+// not answer its renewals for --leader-elect-renew-deadline), its work
+// stops and the replica stands for election again, while the webhook goes
+// on serving. controller-runtime's manager ends its process when it loses
+// its lease; with the webhook in the same manager, that turned a slow API
+// server into a restarting webhook, and with failurePolicy Ignore, pods
+// admitted without their presets meanwhile.
+type leaderTerms struct {
+	config *rest.Config
+	opts   ctrl.Options
+	setup  func(manager.Manager) error
+	log    logr.Logger
+}
+
+// leaseLost is how controller-runtime's manager says that it lost its
+// lease (it has no error value to compare with).
+const leaseLost = "leader election lost"
+
+func (l *leaderTerms) NeedLeaderElection() bool { return false }
+
+func (l *leaderTerms) Start(ctx context.Context) error {
+	for term := 1; ; term++ {
+		mgr, err := ctrl.NewManager(l.config, l.opts)
+		if err != nil {
+			return fmt.Errorf("creating the leader's manager: %w", err)
+		}
+		if err := l.setup(mgr); err != nil {
+			return err
+		}
+		err = mgr.Start(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil || err.Error() != leaseLost:
+			return fmt.Errorf("running the leader's controllers: %w", err)
+		}
+		l.log.Info("lost the leader lease: certificate rotation, status, inventory and sources stop here until this replica is elected again; the webhook goes on serving", "term", term)
+	}
+}
+
+// borrowedCache is the serving manager's cache as a leader term sees it:
+// the serving manager starts it and keeps it for the process's life; a
+// term only waits for it to sync. (Handlers that a term's controllers add
+// to its informers stay after the term ends, feeding a stopped queue:
+// controller-runtime does not remove them.)
+type borrowedCache struct{ cache.Cache }
+
+func (borrowedCache) Start(ctx context.Context) error {
+	<-ctx.Done()
 	return nil
 }
 
@@ -197,33 +287,13 @@ func newWebhookSetup(opts Options) (*webhookSetup, error) {
 	return ws, nil
 }
 
-// register adds the preset index, the handlers, the certificate runnables
-// and the readiness checks to the manager.
-func (ws *webhookSetup) register(mgr manager.Manager, opts Options, tenancy *sources.Tenancy) error {
+// register adds what every replica runs to the serving manager: the preset
+// index, the handlers, the certificate it serves and the readiness checks.
+func (ws *webhookSetup) register(mgr manager.Manager, opts Options, store *webhook.Store) error {
 	// The manager runs the webhook server once it has been asked for it.
 	server := mgr.GetWebhookServer()
-	store := webhook.NewStore()
-	store.Tenancy = tenancy
 	if err := mgr.Add(storeRunnable{store: store, mgr: mgr}); err != nil {
 		return fmt.Errorf("adding the preset store: %w", err)
-	}
-	recorder := mgr.GetEventRecorder("podpreset-webhook")
-	status := &webhook.StatusController{Client: mgr.GetClient(), Store: store, Recorder: recorder}
-	if opts.Inventory {
-		inv := &inventory.Inventory{Store: store, OwnNamespace: opts.Namespace, Changed: status.Enqueue, Log: mgr.GetLogger().WithName("inventory")}
-		inv.InjectCache(mgr.GetCache())
-		status.Counter = inv
-		rollout := &inventory.Rollout{Inventory: inv, Store: store, Client: mgr.GetClient(), Reader: mgr.GetAPIReader(),
-			Recorder: recorder, Interval: opts.RolloutInterval, Log: mgr.GetLogger().WithName("rollout")}
-		if err := mgr.Add(inv); err != nil {
-			return fmt.Errorf("adding the pod inventory: %w", err)
-		}
-		if err := mgr.Add(rollout); err != nil {
-			return fmt.Errorf("adding the rollout: %w", err)
-		}
-	}
-	if err := status.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the preset status controller: %w", err)
 	}
 	limiter := webhook.NewLimiter(opts.MaxInFlight, opts.MaxInFlightBytes)
 	server.Register(mutatePodsPath, webhook.Serve(&webhook.PodMutator{
@@ -235,13 +305,8 @@ func (ws *webhookSetup) register(mgr manager.Manager, opts Options, tenancy *sou
 	switch opts.CertMode {
 	case CertModeSelf:
 		ws.loader.Cache = mgr.GetCache()
-		rotator := &certs.Rotator{Client: mgr.GetClient(), Cache: mgr.GetCache(), Secret: ws.loader.Secret,
-			Mutating: opts.WebhookConfigName, Validating: opts.WebhookConfigName, Config: opts.certConfig()}
 		if err := mgr.Add(ws.loader); err != nil {
 			return fmt.Errorf("adding the certificate loader: %w", err)
-		}
-		if err := rotator.SetupWithManager(mgr); err != nil {
-			return fmt.Errorf("adding the certificate rotator: %w", err)
 		}
 	case CertModeExternal:
 		if err := mgr.Add(ws.watcher); err != nil {
@@ -270,6 +335,38 @@ func (ws *webhookSetup) register(mgr manager.Manager, opts Options, tenancy *sou
 		return nil
 	}); err != nil {
 		return fmt.Errorf("adding the readiness check: %w", err)
+	}
+	return nil
+}
+
+// registerLeader adds a leader term's share of the webhook: preset status,
+// the pod inventory and rollouts, and in self mode the certificate
+// rotator.
+func (ws *webhookSetup) registerLeader(mgr manager.Manager, opts Options, store *webhook.Store) error {
+	recorder := mgr.GetEventRecorder("podpreset-webhook")
+	status := &webhook.StatusController{Client: mgr.GetClient(), Store: store, Recorder: recorder}
+	if opts.Inventory {
+		inv := &inventory.Inventory{Store: store, OwnNamespace: opts.Namespace, Changed: status.Enqueue, Log: mgr.GetLogger().WithName("inventory")}
+		inv.InjectCache(mgr.GetCache())
+		status.Counter = inv
+		rollout := &inventory.Rollout{Inventory: inv, Store: store, Client: mgr.GetClient(), Reader: mgr.GetAPIReader(),
+			Recorder: recorder, Interval: opts.RolloutInterval, Log: mgr.GetLogger().WithName("rollout")}
+		if err := mgr.Add(inv); err != nil {
+			return fmt.Errorf("adding the pod inventory: %w", err)
+		}
+		if err := mgr.Add(rollout); err != nil {
+			return fmt.Errorf("adding the rollout: %w", err)
+		}
+	}
+	if err := status.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the preset status controller: %w", err)
+	}
+	if opts.CertMode == CertModeSelf {
+		rotator := &certs.Rotator{Client: mgr.GetClient(), Cache: mgr.GetCache(), Secret: ws.loader.Secret,
+			Mutating: opts.WebhookConfigName, Validating: opts.WebhookConfigName, Config: opts.certConfig()}
+		if err := rotator.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("adding the certificate rotator: %w", err)
+		}
 	}
 	return nil
 }

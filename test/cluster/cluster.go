@@ -379,6 +379,15 @@ func (c *Cluster) ReplicaPID(i int) int {
 	return 0
 }
 
+// ReplicaExited says whether webhook replica i, once started, exited on
+// its own, and how.
+func (c *Cluster) ReplicaExited(i int) (bool, error) {
+	if r := c.replicas[i]; r.proc != nil && r.proc.exited() {
+		return true, r.proc.wait()
+	}
+	return false, nil
+}
+
 // ReplicaAddr is where replica i serves the webhook.
 func (c *Cluster) ReplicaAddr(i int) string {
 	return "127.0.0.1:" + strconv.Itoa(c.replicas[i].port)

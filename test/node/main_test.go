@@ -95,6 +95,15 @@ func runMain(m *testing.M) int {
 		installed = cluster.LocalInstall
 		fmt.Fprintf(os.Stderr, "node: %s installed and rolled out in %s\n", cluster.LocalInstall, time.Since(t0).Round(time.Millisecond))
 		code := m.Run()
+		// A webhook that restarted during the tier failed open for the
+		// pods created meanwhile (failurePolicy Ignore): that is a
+		// failure whatever the tests saw, and its last words say why.
+		if restarts, report := webhookHealth(ctx, code != 0); restarts > 0 || code != 0 {
+			fmt.Fprint(os.Stderr, report)
+			if restarts > 0 {
+				code = 1
+			}
+		}
 		t0 = time.Now()
 		if err := uninstall(ctx, installed); err != nil {
 			fmt.Fprintf(os.Stderr, "node: uninstalling %s: %v\n", installed, err)
@@ -115,6 +124,45 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "node: stopped in %s, nothing left behind (mounts, interfaces, processes)\n", time.Since(stopStart).Round(time.Millisecond))
 	}
 	return code
+}
+
+// webhookHealth counts the restarts of the webhook's containers and
+// reports, for each pod that restarted (every pod when all is true), the
+// end of its previous and current logs.
+func webhookHealth(ctx context.Context, all bool) (int, string) {
+	var pods corev1.PodList
+	if err := k8s.List(ctx, &pods, client.InNamespace(installNS), client.MatchingLabels{"app.kubernetes.io/name": "podpreset"}); err != nil {
+		return 0, fmt.Sprintf("node: listing the webhook's pods: %v\n", err)
+	}
+	var b strings.Builder
+	restarts := 0
+	for _, p := range pods.Items {
+		for _, c := range p.Status.ContainerStatuses {
+			restarts += int(c.RestartCount)
+			if c.RestartCount == 0 && !all {
+				continue
+			}
+			fmt.Fprintf(&b, "node: pod %s/%s container %s restarted %d times (last state %+v)\n", p.Namespace, p.Name, c.Name, c.RestartCount, c.LastTerminationState.Terminated)
+			for _, prev := range []bool{true, false} {
+				if prev && c.RestartCount == 0 {
+					continue
+				}
+				args := []string{"logs", "-n", p.Namespace, p.Name, "-c", c.Name, "--tail", "40"}
+				if prev {
+					args = append(args, "--previous")
+				}
+				out, _, err := cp.Kubectl(ctx, nil, args...)
+				if err != nil {
+					out = err.Error()
+				}
+				fmt.Fprintf(&b, "--- kubectl %s\n%s\n", strings.Join(args, " "), out)
+			}
+		}
+	}
+	if restarts > 0 {
+		fmt.Fprintf(&b, "node: the webhook's containers restarted %d times during the tier: pods created meanwhile went without their presets\n", restarts)
+	}
+	return restarts, b.String()
 }
 
 type multiWriter []interface{ Write([]byte) (int, error) }
