@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"net/http"
 	"net/http/httptest"
@@ -21,7 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 	"github.com/podpreset/podpreset/sources"
@@ -333,5 +336,64 @@ func golden(t *testing.T, name, got string) {
 	}
 	if diff := cmp.Diff(string(want), got); diff != "" {
 		t.Errorf("%s (-want +got):\n%s", name, diff)
+	}
+}
+
+// TestNamespaceTheCacheHasNotSeen: a pod created a moment after its
+// namespace, before the cache has the namespace, gets the ClusterPodPresets
+// that select the namespace's labels (read from the API server); a
+// namespace the API server does not know either gets none, and an API
+// server that fails is an error, not a pod silently without its presets.
+func TestNamespaceTheCacheHasNotSeen(t *testing.T) {
+	s := testScheme(t)
+	fresh := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"team": "payments", corev1.LabelMetadataName: "shop"}}}
+	cases := map[string]struct {
+		live    client.Reader
+		wantEnv bool
+		wantErr string
+	}{
+		"read from the API server": {live: fake.NewClientBuilder().WithScheme(s).WithObjects(fresh).Build(), wantEnv: true},
+		"unknown to the API server": {live: fake.NewClientBuilder().WithScheme(s).Build()},
+		"no live reader":            {},
+		"the API server fails": {
+			live: interceptor.NewClient(fake.NewClientBuilder().WithScheme(s).Build(), interceptor.Funcs{
+				Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
+					return errors.New("connection refused")
+				}}),
+			wantErr: "reading namespace shop: connection refused",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			m := testMutator(t, cartPresets()...)
+			m.Namespaces = fake.NewClientBuilder().WithScheme(s).Build() // the cache: no namespace yet
+			m.LiveNamespaces = tc.live
+			before := testutil.ToFloat64(namespaceReads)
+			ns, err := m.namespace(t.Context(), "shop")
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ns.Labels["team"] == "payments"; got != tc.wantEnv {
+				t.Errorf("labels %v: the team label read is %t, want %t", ns.Labels, got, tc.wantEnv)
+			}
+			if ns.Labels[corev1.LabelMetadataName] != "shop" {
+				t.Errorf("labels %v lack %s", ns.Labels, corev1.LabelMetadataName)
+			}
+			if reads := testutil.ToFloat64(namespaceReads) - before; (tc.live != nil) != (reads == 1) {
+				t.Errorf("%v namespace reads counted", reads)
+			}
+			// Through the whole handler: the ClusterPodPreset "logging"
+			// selects team=payments.
+			resp := reviewOf(t, serve(t, m, fixture(t, "pod-create.json"), "application/json"))
+			if got := strings.Contains(string(resp.Patch), "LOG_FORMAT"); got != tc.wantEnv {
+				t.Errorf("LOG_FORMAT injected: %t, want %t (patch %s)", got, tc.wantEnv, resp.Patch)
+			}
+		})
 	}
 }

@@ -44,10 +44,14 @@ var (
 		Name: "podpreset_admission_throttled_total",
 		Help: "Admission requests answered 429 because too many (or too many bytes of them) were in flight.",
 	})
+	namespaceReads = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "podpreset_namespace_reads_total",
+		Help: "Namespaces read from the API server during admission because the cache had not seen them yet (created a moment before the pod).",
+	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(admissionTotal, conflictsTotal, presetsAppliedTotal, presetsCached, presetsRefused, entriesOmitted, admissionThrottled)
+	metrics.Registry.MustRegister(admissionTotal, conflictsTotal, presetsAppliedTotal, presetsCached, presetsRefused, entriesOmitted, admissionThrottled, namespaceReads)
 	// Start every series at zero, so that rates work from the first request.
 	for _, r := range []string{ResultInjected, ResultUnchanged, ResultSkipped, ResultError} {
 		admissionTotal.WithLabelValues(r)

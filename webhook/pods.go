@@ -23,6 +23,10 @@ type PodMutator struct {
 	Presets *Store
 	// Namespaces reads namespaces, from the manager's cache.
 	Namespaces client.Reader
+	// LiveNamespaces reads a namespace from the API server when the cache
+	// has not seen it yet (created a moment before the pod); nil: such a
+	// namespace has only the label the API server sets on every one.
+	LiveNamespaces client.Reader
 	// OwnNamespace is the webhook's namespace, whose pods are left alone.
 	OwnNamespace string
 	// Wait is the longest a pod waits for a preset of its namespace that
@@ -134,14 +138,22 @@ func warnings(res presets.Result) []string {
 }
 
 // namespace reads the namespace's labels from the cache. A namespace the
-// cache has not seen yet (created a moment ago) gets only the label the API
-// server sets on every namespace.
+// cache has not seen yet was created a moment ago (the API server admits no
+// pod into a namespace that does not exist): its labels are read from the
+// API server, one request, so that a namespace and its first pods applied
+// together get the ClusterPodPresets that select the namespace. A namespace
+// neither knows gets only the label the API server sets on every one.
 func (m *PodMutator) namespace(ctx context.Context, name string) (presets.Namespace, error) {
 	ns := &corev1.Namespace{}
-	if err := m.Namespaces.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
-		if apierrors.IsNotFound(err) {
-			return presets.Namespace{Name: name, Labels: map[string]string{corev1.LabelMetadataName: name}}, nil
-		}
+	err := m.Namespaces.Get(ctx, client.ObjectKey{Name: name}, ns)
+	if apierrors.IsNotFound(err) && m.LiveNamespaces != nil {
+		namespaceReads.Inc()
+		err = m.LiveNamespaces.Get(ctx, client.ObjectKey{Name: name}, ns)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return presets.Namespace{Name: name, Labels: map[string]string{corev1.LabelMetadataName: name}}, nil
+	case err != nil:
 		return presets.Namespace{}, fmt.Errorf("reading namespace %s: %w", name, err)
 	}
 	return presets.Namespace{Name: name, Labels: ns.Labels}, nil

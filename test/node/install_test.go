@@ -26,6 +26,21 @@ const (
 	webhookDeploy = "podpreset-webhook"
 )
 
+// podEvents lists a pod's events, one a line.
+func podEvents(t *testing.T, p corev1.Pod) string {
+	var evs corev1.EventList
+	if err := k8s.List(t.Context(), &evs, client.InNamespace(p.Namespace)); err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, e := range evs.Items {
+		if e.InvolvedObject.UID == p.UID {
+			fmt.Fprintf(&b, "  %s %s %s (x%d): %s\n", e.LastTimestamp.Format(time.TimeOnly), e.Type, e.Reason, e.Count, e.Message)
+		}
+	}
+	return b.String()
+}
+
 // overlay is an overlay's directory, for kubectl -k.
 func overlay(rel string) string { return filepath.Join(cp.Root, rel) }
 
@@ -34,22 +49,35 @@ func overlay(rel string) string { return filepath.Join(cp.Root, rel) }
 // certificate issued by the pods themselves, and the API server calling the
 // webhook through its Service.
 func TestInstallRunsOnTheNode(t *testing.T) {
+	// Both replicas Ready, through their probes (a moment after another
+	// test's rollout, a replica may still be starting).
 	var d appsv1.Deployment
-	if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: installNS, Name: webhookDeploy}, &d); err != nil {
-		t.Fatal(err)
-	}
-	if d.Status.ReadyReplicas != 2 || d.Status.UpdatedReplicas != 2 {
-		t.Errorf("%d ready, %d updated replicas, want 2", d.Status.ReadyReplicas, d.Status.UpdatedReplicas)
-	}
 	var pods corev1.PodList
-	if err := k8s.List(t.Context(), &pods, client.InNamespace(installNS), client.MatchingLabels(d.Spec.Selector.MatchLabels)); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pods.Items {
-		c := p.Status.ContainerStatuses
-		if len(c) != 1 || !c[0].Ready || c[0].Image != webhookImage || p.Spec.NodeName == "" || p.Status.PodIP == "" {
-			t.Errorf("pod %s: %+v on node %q, IP %q", p.Name, c, p.Spec.NodeName, p.Status.PodIP)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var problems []string
+		if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: installNS, Name: webhookDeploy}, &d); err != nil {
+			t.Fatal(err)
 		}
+		if d.Status.ReadyReplicas != 2 || d.Status.UpdatedReplicas != 2 || d.Status.Replicas != 2 {
+			problems = append(problems, fmt.Sprintf("%d ready, %d updated replicas of %d, want 2", d.Status.ReadyReplicas, d.Status.UpdatedReplicas, d.Status.Replicas))
+		}
+		if err := k8s.List(t.Context(), &pods, client.InNamespace(installNS), client.MatchingLabels(d.Spec.Selector.MatchLabels)); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pods.Items {
+			c := p.Status.ContainerStatuses
+			if len(c) != 1 || !c[0].Ready || c[0].Image != webhookImage || p.Spec.NodeName == "" || p.Status.PodIP == "" {
+				problems = append(problems, fmt.Sprintf("pod %s: %+v on node %q, IP %q; events:\n%s", p.Name, c, p.Spec.NodeName, p.Status.PodIP, podEvents(t, p)))
+			}
+		}
+		if len(problems) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60s:\n%s", strings.Join(problems, "\n"))
+		}
+		time.Sleep(time.Second)
 	}
 	// The pods issued the certificate, for the Service's names, and
 	// published its CA in both webhook configurations.
