@@ -12,8 +12,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	evanphx "github.com/evanphx/json-patch/v5"
+	"github.com/go-logr/logr/funcr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -25,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 	"github.com/podpreset/podpreset/sources"
@@ -395,5 +398,51 @@ func TestNamespaceTheCacheHasNotSeen(t *testing.T) {
 				t.Errorf("LOG_FORMAT injected: %t, want %t (patch %s)", got, tc.wantEnv, resp.Patch)
 			}
 		})
+	}
+}
+
+// TestAdmissionLogLine: each admission's one line names the pod, the
+// result, the presets applied, the fields of conflicts and the time taken,
+// and carries no value: neither the preset's nor the pod's own.
+func TestAdmissionLogLine(t *testing.T) {
+	m := testMutator(t, cartPresets()...)
+	var rv review[PodObject]
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(fixture(t, "pod-create.json"), &rv); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	log := funcr.NewJSON(func(obj string) { lines = append(lines, obj) }, funcr.Options{})
+	_, out, err := m.admit(t.Context(), rv.Request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logAdmission(log, rv.Request, out, 1500*time.Microsecond, nil)
+	if len(lines) != 1 {
+		t.Fatalf("%d lines, want 1: %v", len(lines), lines)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"msg": "pod admission", "result": ResultInjected, "uid": "0df28fbd-5f5f-11e8-bc74-36e6bb280816", "dryRun": false,
+		"applied":   []any{"PodPreset/cart-db@3", "ClusterPodPreset/logging@1"},
+		"conflicts": []any{"PodPreset/cart-db@3 spec.containers[name=cart].env[name=DB_HOST]"},
+	}
+	for k, v := range want {
+		if !cmp.Equal(got[k], v) {
+			t.Errorf("%s: %v, want %v\n%s", k, got[k], v, lines[0])
+		}
+	}
+	if pod, _ := got["pod"].(map[string]any); pod["namespace"] != "shop" {
+		t.Errorf("pod %v, want a reference in namespace shop", got["pod"])
+	}
+	if _, ok := got["duration"]; !ok {
+		t.Errorf("no duration: %s", lines[0])
+	}
+	for _, value := range []string{"db.shop.svc", "localhost", "5432", "json"} {
+		if strings.Contains(lines[0], `"`+value+`"`) {
+			t.Errorf("the line carries the value %q: %s", value, lines[0])
+		}
 	}
 }

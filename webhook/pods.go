@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,6 +30,9 @@ type PodMutator struct {
 	LiveNamespaces client.Reader
 	// OwnNamespace is the webhook's namespace, whose pods are left alone.
 	OwnNamespace string
+	// LogLevel is the verbosity at which each admission is logged, one
+	// line (logAdmission); 0 logs every one.
+	LogLevel int
 	// Wait is the longest a pod waits for a preset of its namespace that
 	// this replica validated a moment before to reach the index
 	// (expect.go); 0 never waits.
@@ -45,24 +49,39 @@ var jsonPatch = admissionv1.PatchTypeJSONPatch
 const maxWarningValue = 60
 
 // Handle mutates a pod creation request. It decodes the pod's spec only
-// when a preset matches (PodObject).
+// when a preset matches (PodObject). It counts each request by result, and
+// logs it in one line at verbosity LogLevel.
 func (m *PodMutator) Handle(ctx context.Context, req *Request[PodObject]) (*admissionv1.AdmissionResponse, error) {
-	if reason := Guard(req); reason != "" {
-		admissionTotal.WithLabelValues(ResultSkipped).Inc()
-		return allowed(reason), nil
-	}
-	if req.Namespace == m.OwnNamespace && m.OwnNamespace != "" {
-		admissionTotal.WithLabelValues(ResultSkipped).Inc()
-		return allowed("the webhook's own namespace"), nil
-	}
+	start := time.Now()
+	resp, out, err := m.admit(ctx, req)
+	admissionTotal.WithLabelValues(out.result).Inc()
 	// Serve puts no logger in the context: the process's logger, without
 	// the allocation logf.FromContext makes on every call.
-	log := logf.Log
+	if log := logf.Log.V(m.LogLevel); log.Enabled() {
+		logAdmission(log, req, out, time.Since(start), err)
+	}
+	return resp, err
+}
+
+// outcome is what an admission did, for its count and its log line.
+type outcome struct {
+	result string
+	// reason says why a pod was left alone.
+	reason string
+	res    *presets.Result
+}
+
+func (m *PodMutator) admit(ctx context.Context, req *Request[PodObject]) (*admissionv1.AdmissionResponse, outcome, error) {
+	if reason := Guard(req); reason != "" {
+		return allowed(reason), outcome{result: ResultSkipped, reason: reason}, nil
+	}
+	if req.Namespace == m.OwnNamespace && m.OwnNamespace != "" {
+		const reason = "the webhook's own namespace"
+		return allowed(reason), outcome{result: ResultSkipped, reason: reason}, nil
+	}
 	ns, err := m.namespace(ctx, req.Namespace)
 	if err != nil {
-		admissionTotal.WithLabelValues(ResultError).Inc()
-		log.Error(err, "reading namespace", "pod", klog.KRef(req.Namespace, req.Object.podName()))
-		return nil, err
+		return nil, outcome{result: ResultError}, err
 	}
 
 	m.Presets.WaitFor(ctx, req.Namespace, m.Wait)
@@ -71,50 +90,72 @@ func (m *PodMutator) Handle(ctx context.Context, req *Request[PodObject]) (*admi
 	probe := req.Object.meta(req.Namespace)
 	matched, skipped := presets.Select(&probe, ns, m.Presets.Set())
 	if skipped != "" {
-		admissionTotal.WithLabelValues(ResultSkipped).Inc()
-		if log.V(1).Enabled() {
-			log.V(1).Info("pod left alone", "pod", klog.KRef(req.Namespace, req.Object.podName()), "reason", string(skipped))
-		}
-		return allowed(string(skipped)), nil
+		return allowed(string(skipped)), outcome{result: ResultSkipped, reason: string(skipped)}, nil
 	}
 	if len(matched) == 0 {
-		admissionTotal.WithLabelValues(ResultUnchanged).Inc()
-		return allowed(""), nil
+		return allowed(""), outcome{result: ResultUnchanged}, nil
 	}
 	pod := &corev1.Pod{ObjectMeta: probe.ObjectMeta}
 	if err := req.Object.decodeSpec(pod, presets.WholeContainers(matched)); err != nil {
-		admissionTotal.WithLabelValues(ResultError).Inc()
-		return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error()), nil
+		return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error()), outcome{result: ResultError, reason: "the pod's spec does not decode"}, nil
 	}
 	res, encoded, err := presets.MergePatch(pod, ns, matched, req.Object)
 	if err != nil {
-		admissionTotal.WithLabelValues(ResultError).Inc()
-		return nil, err
+		return nil, outcome{result: ResultError}, err
 	}
 	countResult(res)
-	warnings := warnings(res)
-	if encoded == nil {
-		admissionTotal.WithLabelValues(ResultUnchanged).Inc()
-		resp := allowed("")
-		resp.Warnings = warnings
-		return resp, nil
-	}
 	resp := allowed("")
-	resp.Patch, resp.PatchType = encoded, &jsonPatch
-	resp.Warnings = warnings
-	admissionTotal.WithLabelValues(ResultInjected).Inc()
-	if log.V(1).Enabled() {
-		applied := make([]string, len(res.Applied))
-		for i, r := range res.Applied {
-			applied[i] = r.String()
-		}
-		fields := make([]string, len(res.Conflicts))
-		for i, c := range res.Conflicts {
-			fields[i] = c.Preset.String() + " " + c.Field
-		}
-		log.V(1).Info("presets applied", "pod", klog.KRef(req.Namespace, req.Object.podName()), "applied", applied, "conflicts", fields)
+	resp.Warnings = warnings(res)
+	if encoded == nil {
+		return resp, outcome{result: ResultUnchanged, res: &res}, nil
 	}
-	return resp, nil
+	resp.Patch, resp.PatchType = encoded, &jsonPatch
+	return resp, outcome{result: ResultInjected, res: &res}, nil
+}
+
+// logAdmission writes an admission's line: the pod, the result, the
+// presets applied and refused, the fields of conflicts and omissions, and
+// the time taken; names and field paths, never a value (a refusal's
+// message can quote one: only its reason is logged).
+func logAdmission(log logr.Logger, req *Request[PodObject], out outcome, took time.Duration, err error) {
+	kv := []any{"pod", klog.KRef(req.Namespace, req.Object.podName()), "uid", req.UID, "result", out.result,
+		"dryRun", req.DryRun != nil && *req.DryRun, "duration", took}
+	if out.reason != "" {
+		kv = append(kv, "reason", out.reason)
+	}
+	if r := out.res; r != nil {
+		applied := make([]string, len(r.Applied))
+		for i, a := range r.Applied {
+			applied[i] = a.String()
+		}
+		kv = append(kv, "applied", applied)
+		if len(r.Conflicts) > 0 {
+			conflicts := make([]string, len(r.Conflicts))
+			for i, c := range r.Conflicts {
+				conflicts[i] = c.Preset.String() + " " + c.Field
+			}
+			kv = append(kv, "conflicts", conflicts)
+		}
+		if len(r.Refused) > 0 {
+			refused := make([]string, len(r.Refused))
+			for i, f := range r.Refused {
+				refused[i] = f.Preset.String() + " (" + f.Reason + ")"
+			}
+			kv = append(kv, "refused", refused)
+		}
+		if len(r.Omitted) > 0 {
+			omitted := make([]string, len(r.Omitted))
+			for i, o := range r.Omitted {
+				omitted[i] = o.Preset.String() + " " + o.Field
+			}
+			kv = append(kv, "omitted", omitted)
+		}
+	}
+	if err != nil {
+		log.Error(err, "pod admission failed", kv...)
+		return
+	}
+	log.Info("pod admission", kv...)
 }
 
 // warnings renders what a pod did not get, for kubectl: every conflict

@@ -43,6 +43,9 @@ type Options struct {
 	// mutation).
 	LogFormat string
 	LogLevel  int
+	// AdmissionLogLevel is the verbosity at which each pod admission is
+	// logged, one line; 0 logs every one.
+	AdmissionLogLevel int
 
 	// CertMode is self (the webhook issues, rotates and publishes its own
 	// certificates) or external (it serves --cert-dir, as cert-manager
@@ -135,6 +138,7 @@ func defaultOptions() Options {
 		Inventory:              true,
 		RolloutInterval:        inventory.DefaultInterval,
 		PresetWait:             time.Second,
+		AdmissionLogLevel:      1,
 		LeaseDuration:          15 * time.Second,
 		RenewDeadline:          10 * time.Second,
 		RetryPeriod:            2 * time.Second,
@@ -176,7 +180,8 @@ func parseFlags(args []string) (Options, error) {
 	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", o.RetryPeriod, "how often replicas try to acquire or renew the lease")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", false, "let the webhook server speak HTTP/2")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "log format: json or text")
-	fs.IntVarP(&o.LogLevel, "verbosity", "v", 0, "log verbosity: 1 logs every mutation")
+	fs.IntVarP(&o.LogLevel, "verbosity", "v", 0, "log verbosity: 1 logs every pod admission (--admission-log-level), source change, status write and rollout decision; 5 adds controller-runtime's reconciles")
+	fs.IntVar(&o.AdmissionLogLevel, "admission-log-level", o.AdmissionLogLevel, "the verbosity (-v) at which each pod admission is logged, one line with the pod, the result, the presets applied, the fields of conflicts and the time taken, never a value; 0 logs every admission")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -215,6 +220,9 @@ func (o *Options) Validate() error {
 	}
 	if o.LogLevel < 0 {
 		errs = append(errs, fmt.Errorf("-v %d: must not be negative", o.LogLevel))
+	}
+	if o.AdmissionLogLevel < 0 {
+		errs = append(errs, fmt.Errorf("--admission-log-level %d: must not be negative", o.AdmissionLogLevel))
 	}
 	switch o.Role {
 	case RoleAll, RoleWebhook:

@@ -298,6 +298,7 @@ func (ws *webhookSetup) register(mgr manager.Manager, opts Options, store *webho
 	limiter := webhook.NewLimiter(opts.MaxInFlight, opts.MaxInFlightBytes)
 	server.Register(mutatePodsPath, webhook.Serve(&webhook.PodMutator{
 		Presets: store, Namespaces: mgr.GetCache(), LiveNamespaces: mgr.GetAPIReader(), OwnNamespace: opts.Namespace, Wait: opts.PresetWait,
+		LogLevel: opts.AdmissionLogLevel,
 	}, limiter, webhook.MaxPodReviewBytes))
 	server.Register(validatePresetsPath, webhook.Serve(&webhook.PresetValidator{Checks: store.Checks, Expect: store.Expect}, limiter, webhook.MaxPresetReviewBytes))
 

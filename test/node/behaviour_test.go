@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -8,8 +9,13 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podpreset/podpreset/presets/v1alpha1"
@@ -45,28 +51,112 @@ func TestEnvReferencesExpandInTheContainer(t *testing.T) {
 // PodDisruptionBudget, the readiness probe and the preStop pause make it
 // so: a replica leaves the Service's endpoints before it stops serving.
 func TestRollingUpdateLosesNoPod(t *testing.T) {
+	loadDuring(t, "rolling update", func() error {
+		if out, _, err := cp.Kubectl(t.Context(), nil, "rollout", "restart", "-n", installNS, "deployment/"+webhookDeploy); err != nil {
+			return fmt.Errorf("%w\n%s", err, out)
+		}
+		return rolledOut(t)
+	})
+}
+
+// TestLeaderStoppedLosesNoPod deletes the leader's pod (as kubectl
+// delete pod or a node's shutdown does) while pods are created in a loop
+// with failurePolicy Fail: every creation succeeds with its preset, another
+// replica takes the lease, and it does the leader's work: it repairs a
+// caBundle someone broke.
+func TestLeaderStoppedLosesNoPod(t *testing.T) {
+	var leader string
+	loadDuring(t, "leader stopped", func() error {
+		var err error
+		if leader, err = leaseHolder(t); err != nil {
+			return err
+		}
+		if err := k8s.Delete(t.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: installNS, Name: leader}}); err != nil {
+			return fmt.Errorf("deleting the leader %s: %w", leader, err)
+		}
+		return goneAndReplaced(t, leader)
+	})
+	var next string
+	eventually(t, 60*time.Second, func() error {
+		h, err := leaseHolder(t)
+		if err != nil || h == leader {
+			return fmt.Errorf("the lease is still %s's (%v)", h, err)
+		}
+		next = h
+		return nil
+	})
+	// The new leader rotates: a broken caBundle (of the presets' webhook,
+	// which fails open) is written back.
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
+	if err := k8s.Get(t.Context(), client.ObjectKey{Name: "podpreset-webhook"}, &vwc); err != nil {
+		t.Fatal(err)
+	}
+	good := vwc.Webhooks[0].ClientConfig.CABundle
+	vwc.Webhooks[0].ClientConfig.CABundle = []byte("not a certificate")
+	if err := k8s.Update(t.Context(), &vwc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if err := k8s.Get(t.Context(), client.ObjectKey{Name: "podpreset-webhook"}, &vwc); err != nil {
+			return err
+		}
+		if !bytes.Equal(vwc.Webhooks[0].ClientConfig.CABundle, good) {
+			return fmt.Errorf("the new leader %s has not repaired the caBundle", next)
+		}
+		return nil
+	})
+}
+
+// TestEvictionLosesNoPod evicts one replica, as kubectl drain does, while
+// pods are created in a loop with failurePolicy Fail: every creation
+// succeeds with its preset; and until its replacement is Ready, the
+// PodDisruptionBudget refuses to evict the other.
+func TestEvictionLosesNoPod(t *testing.T) {
+	loadDuring(t, "eviction", func() error {
+		pods, err := webhookReplicas(t)
+		if err != nil {
+			return err
+		}
+		if err := evict(t, pods[0]); err != nil {
+			return fmt.Errorf("evicting %s: %w", pods[0], err)
+		}
+		// At once, the other: the budget (minAvailable 1) says no.
+		if err := evict(t, pods[1]); !apierrors.IsTooManyRequests(err) {
+			return fmt.Errorf("evicting the second replica %s right after the first gave %v, want the disruption budget's 429", pods[1], err)
+		}
+		return goneAndReplaced(t, pods[0])
+	})
+}
+
+// loadDuring creates pods (not run: nothing schedules them) in a bounded
+// loop with the pod webhook's failurePolicy Fail, at least 20 before
+// disrupt starts and 20 after it returns; then every creation must have
+// succeeded and every pod must have the preset.
+func loadDuring(t *testing.T, what string, disrupt func() error) {
+	t.Helper()
 	ns := namespace(t, nil)
-	labels := map[string]string{"app": "during-rollout"}
-	pp := &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: "rollout", Namespace: ns}, Spec: v1alpha1.PodPresetSpec{
+	labels := map[string]string{"app": "during"}
+	pp := &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: "during", Namespace: ns}, Spec: v1alpha1.PodPresetSpec{
 		Selector: metav1.LabelSelector{MatchLabels: labels}, Env: []v1alpha1.EnvVar{{Name: "INJECTED", Value: "1"}}}}
 	if err := k8s.Create(t.Context(), pp); err != nil {
 		t.Fatal(err)
 	}
-	waitForPreset(t, ns, labels, "PodPreset/rollout@1")
+	waitForPreset(t, ns, labels, "PodPreset/during@1")
 	setFailurePolicy(t, "Fail")
 	t.Cleanup(func() { setFailurePolicy(t, "Ignore") })
 
-	// Pods that are created, not run: nothing schedules them.
 	newPod := func(i int) *corev1.Pod {
 		p := reportPod(fmt.Sprintf("p-%04d", i), ns, labels)
 		p.Spec.SchedulerName = "not-scheduled"
 		return p
 	}
-	const maxPods, maxTime = 2000, 3 * time.Minute
+	// At most 50 a second, bounded in count and time.
+	const maxPods, maxTime, pace = 6000, 3 * time.Minute, 20 * time.Millisecond
 	stop := make(chan struct{})
 	var mu sync.Mutex
 	var failed []string
 	created := 0
+	var start time.Time // when disrupt started
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		deadline := time.Now().Add(maxTime)
@@ -74,48 +164,55 @@ func TestRollingUpdateLosesNoPod(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			default:
+			case <-time.After(pace):
 			}
 			err := k8s.Create(context.Background(), newPod(i))
 			mu.Lock()
 			created++
 			if err != nil {
-				failed = append(failed, err.Error())
+				at := "before"
+				if !start.IsZero() {
+					at = fmt.Sprintf("%s after", time.Since(start).Round(time.Millisecond))
+				}
+				failed = append(failed, fmt.Sprintf("%s it started: %v", at, err))
 			}
 			mu.Unlock()
 		}
 	})
-	// Some pods before the rollout starts, and some after it ends.
-	createdAtLeast := func(n int) {
-		t.Helper()
-		eventually(t, 30*time.Second, func() error {
+	createdAtLeast := func(n int) error {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
 			mu.Lock()
-			defer mu.Unlock()
-			if created < n {
-				return fmt.Errorf("%d pods created so far", created)
+			c := created
+			mu.Unlock()
+			if c >= n {
+				return nil
 			}
-			return nil
-		})
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%d pods created in 30s, want %d", c, n)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
 	}
-	createdAtLeast(20)
-	start := time.Now()
-	if out, _, err := cp.Kubectl(t.Context(), nil, "rollout", "restart", "-n", installNS, "deployment/"+webhookDeploy); err != nil {
-		close(stop)
-		wg.Wait()
-		t.Fatalf("%v\n%s", err, out)
+	err := createdAtLeast(20)
+	mu.Lock()
+	start = time.Now()
+	mu.Unlock()
+	var took time.Duration
+	if err == nil {
+		err = disrupt()
+		took = time.Since(start)
 	}
-	out, _, err := cp.Kubectl(t.Context(), nil, "rollout", "status", "-n", installNS, "deployment/"+webhookDeploy, "--timeout=150s")
-	rolled := time.Since(start)
 	if err == nil {
 		mu.Lock()
 		after := created
 		mu.Unlock()
-		createdAtLeast(after + 20)
+		err = createdAtLeast(after + 20)
 	}
 	close(stop)
 	wg.Wait()
 	if err != nil {
-		t.Fatalf("the rollout did not complete: %v\n%s", err, out)
+		t.Fatalf("%s: %v", what, err)
 	}
 	var pods corev1.PodList
 	if err := k8s.List(t.Context(), &pods, client.InNamespace(ns), client.MatchingLabels(labels)); err != nil {
@@ -123,20 +220,82 @@ func TestRollingUpdateLosesNoPod(t *testing.T) {
 	}
 	var bare []string
 	for _, p := range pods.Items {
-		if !strings.Contains(p.Annotations["podpreset.dev/applied"], "PodPreset/rollout@1") {
+		if !strings.Contains(p.Annotations["podpreset.dev/applied"], "PodPreset/during@1") {
 			bare = append(bare, p.Name)
 		}
 	}
-	t.Logf("rolling update in %s: %d pods created, %d creations failed, %d pods without the preset", rolled.Round(time.Millisecond), created, len(failed), len(bare))
+	t.Logf("%s in %s: %d pods created, %d creations failed, %d pods without the preset", what, took.Round(time.Millisecond), created, len(failed), len(bare))
 	if len(failed) > 0 {
 		t.Errorf("%d creations failed, the first: %s", len(failed), failed[0])
 	}
 	if len(bare) > 0 {
 		t.Errorf("%d pods without the preset: %v", len(bare), bare)
 	}
-	if created < 20 {
-		t.Errorf("only %d pods were created during the rollout", created)
+}
+
+// rolledOut waits until the webhook Deployment is rolled out: every
+// replica updated and Ready.
+func rolledOut(t *testing.T) error {
+	out, _, err := cp.Kubectl(t.Context(), nil, "rollout", "status", "-n", installNS, "deployment/"+webhookDeploy, "--timeout=150s")
+	if err != nil {
+		return fmt.Errorf("the rollout did not complete: %w\n%s", err, out)
 	}
+	return nil
+}
+
+// goneAndReplaced waits until a webhook pod told to stop has stopped (its
+// preStop pause and its shutdown are the moments that count) and the
+// Deployment has its replicas Ready again.
+func goneAndReplaced(t *testing.T, pod string) error {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		err := k8s.Get(t.Context(), client.ObjectKey{Namespace: installNS, Name: pod}, &corev1.Pod{})
+		if apierrors.IsNotFound(err) {
+			return rolledOut(t)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pod %s still there after 90s (%v)", pod, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// leaseHolder is the pod that holds the webhook's lease (its identity
+// starts with the pod's name, the hostname).
+func leaseHolder(t *testing.T) (string, error) {
+	var l coordinationv1.Lease
+	if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: installNS, Name: "podpreset-webhook.podpreset.dev"}, &l); err != nil {
+		return "", err
+	}
+	id := ptr.Deref(l.Spec.HolderIdentity, "")
+	if pod, _, ok := strings.Cut(id, "_"); ok {
+		return pod, nil
+	}
+	return "", fmt.Errorf("the lease is held by %q, not a pod", id)
+}
+
+// webhookReplicas lists the webhook's running pods.
+func webhookReplicas(t *testing.T) ([]string, error) {
+	var pods corev1.PodList
+	if err := k8s.List(t.Context(), &pods, client.InNamespace(installNS), client.MatchingLabels{"app.kubernetes.io/component": "webhook"}); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+			names = append(names, p.Name)
+		}
+	}
+	if len(names) != 2 {
+		return nil, fmt.Errorf("%d running webhook pods, want 2: %v", len(names), names)
+	}
+	return names, nil
+}
+
+// evict asks the API server to evict a webhook pod, as kubectl drain does.
+func evict(t *testing.T, pod string) error {
+	return k8s.SubResource("eviction").Create(t.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: installNS, Name: pod}},
+		&policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: installNS, Name: pod}})
 }
 
 // setFailurePolicy sets the pod webhook's failurePolicy.
