@@ -1,0 +1,183 @@
+package manifests
+
+import (
+	"encoding/json"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+// helmLabels are the labels the chart adds to every object's metadata that
+// the kustomize install does not have.
+var helmLabels = []string{"app.kubernetes.io/managed-by", "app.kubernetes.io/instance", "app.kubernetes.io/version", "helm.sh/chart"}
+
+// byKindName keys objects by kind and name, for comparison, as JSON reads
+// them (every number a float64, whoever decoded it).
+func byKindName(t *testing.T, objs []*unstructured.Unstructured) map[string]map[string]any {
+	t.Helper()
+	out := map[string]map[string]any{}
+	for _, o := range objs {
+		b, err := json.Marshal(o.Object)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		out[o.GetKind()+"/"+o.GetName()] = m
+	}
+	return out
+}
+
+// TestChartIsTheKustomizeInstall: with default values, a release named
+// podpreset in podpreset-system renders exactly what
+// `kubectl kustomize manifests/default` does, but for the labels Helm adds
+// (app.kubernetes.io/managed-by, instance, version, helm.sh/chart), the
+// Namespace (helm install --create-namespace makes it) and the CRDs, which
+// are in crds/ as Helm wants, byte for byte the generated ones.
+func TestChartIsTheKustomizeInstall(t *testing.T) {
+	objs, err := RenderChart("podpreset", "podpreset-system", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		labels := o.GetLabels()
+		for _, l := range helmLabels {
+			if labels[l] == "" {
+				t.Errorf("%s %s lacks Helm's label %s", o.GetKind(), o.GetName(), l)
+			}
+			delete(labels, l)
+		}
+		o.SetLabels(labels)
+	}
+	got := byKindName(t, objs)
+
+	var want []*unstructured.Unstructured
+	for _, r := range build(t, "default").Resources() {
+		if r.GetKind() == "Namespace" || r.GetKind() == "CustomResourceDefinition" {
+			continue
+		}
+		m, err := r.Map()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, &unstructured.Unstructured{Object: m})
+	}
+	if diff := cmp.Diff(byKindName(t, want), got); diff != "" {
+		t.Errorf("chart (+) against manifests/default (-):\n%s", diff)
+	}
+
+	crds, err := ChartCRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	generated, err := filepath.Glob("crd/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range generated {
+		if filepath.Base(f) == "kustomization.yaml" {
+			continue
+		}
+		names = append(names, filepath.Base(f))
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(crds[filepath.Base(f)]) != string(b) {
+			t.Errorf("crds/%s in the chart is not %s (make manifests copies it)", filepath.Base(f), f)
+		}
+	}
+	if len(crds) != len(names) {
+		t.Errorf("the chart's CRDs %v, the generated ones %v", slices.Sorted(maps.Keys(crds)), names)
+	}
+}
+
+// TestChartValues: every documented combination renders, and each value
+// reaches its object.
+func TestChartValues(t *testing.T) {
+	for name := range ChartValueCases {
+		t.Run(name, func(t *testing.T) {
+			objs, err := RenderChartCase(name, "podpreset", "podpreset-system")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rendered := map[string]string{}
+			for _, o := range objs {
+				b, err := yaml.Marshal(o.Object)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rendered[o.GetKind()+"/"+o.GetName()] = string(b)
+			}
+			want := map[string][]string{
+				"defaults":                  {"Deployment/podpreset-webhook: --cert-mode=self", "ClusterRole/podpreset-edit: deletecollection"},
+				"cert-manager":              {"Deployment/podpreset-webhook: --cert-mode=external", "Deployment/podpreset-webhook: secretName: podpreset-webhook-tls", "Certificate/podpreset-webhook: podpreset-webhook-service.podpreset-system.svc", "MutatingWebhookConfiguration/podpreset-webhook: cert-manager.io/inject-ca-from: podpreset-system/podpreset-webhook"},
+				"strict, pinned, scheduled": {"Deployment/podpreset-webhook: image: ghcr.io/podpreset/podpreset-webhook@sha256:0123", "Deployment/podpreset-webhook: replicas: 3", "Deployment/podpreset-webhook: priorityClassName: system-cluster-critical", "Deployment/podpreset-webhook: dedicated", "Deployment/podpreset-webhook: kubernetes.io/arch", "Deployment/podpreset-webhook: value: 210MiB", "Deployment/podpreset-webhook: - -v=1", "Deployment/podpreset-webhook: --admission-log-level=0", "Deployment/podpreset-webhook: name: registry", "MutatingWebhookConfiguration/podpreset-webhook: failurePolicy: Fail", "MutatingWebhookConfiguration/podpreset-webhook: timeoutSeconds: 10", "MutatingWebhookConfiguration/podpreset-webhook: monitoring", "PodDisruptionBudget/podpreset-webhook: minAvailable: 2"},
+				"sources":                   {"Deployment/podpreset-sources: --role=sources", "Deployment/podpreset-webhook: --role=webhook", "ConfigMap/podpreset-sources: apps/{{ .Namespace }}/", "Deployment/podpreset-sources: secretName: podpreset-sources-credentials", "Deployment/podpreset-sources: replicas: 1"},
+				"policies and monitoring":   {"PodPresetPolicy/platform: registry.example.com/platform/", "ServiceMonitor/podpreset: release: prometheus", "Service/podpreset-metrics: targetPort: metrics"},
+			}[name]
+			for _, w := range want {
+				obj, text, _ := strings.Cut(w, ": ")
+				if !strings.Contains(rendered[obj], text) {
+					t.Errorf("%s has no %q:\n%s", obj, text, rendered[obj])
+				}
+			}
+			if name == "strict, pinned, scheduled" {
+				for _, role := range []string{"ClusterRole/podpreset-view", "ClusterRole/podpreset-edit"} {
+					if _, ok := rendered[role]; ok {
+						t.Errorf("userRoles false still renders %s", role)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestChartRefusesBadValues: a value the chart cannot honour is an error
+// that names it, not a broken install.
+func TestChartRefusesBadValues(t *testing.T) {
+	for values, want := range map[string]string{
+		`certificates: {mode: manual}`:                        `certificates.mode "manual": must be self or cert-manager`,
+		`webhook: {failurePolicy: Sometimes}`:                 `webhook.failurePolicy "Sometimes": must be Ignore or Fail`,
+		`webhook: {timeoutSeconds: 60}`:                       `webhook.timeoutSeconds 60: must be between 1 and 30`,
+		`presetPolicies: [{spec: {clusterPodPresets: true}}]`: `presetPolicies[].name is required`,
+	} {
+		vals := map[string]any{}
+		if err := yaml.Unmarshal([]byte(values), &vals); err != nil {
+			t.Fatal(err)
+		}
+		_, err := RenderChart("podpreset", "podpreset-system", vals)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("values %s: error %v, want one saying %q", values, err, want)
+		}
+	}
+}
+
+// TestChartLint: helm lint (Helm's own linter) finds nothing above INFO,
+// with the defaults and with every documented combination.
+func TestChartLint(t *testing.T) {
+	for name := range ChartValueCases {
+		vals := map[string]any{}
+		if err := yaml.Unmarshal([]byte(ChartValueCases[name]), &vals); err != nil {
+			t.Fatal(err)
+		}
+		l := lint.All(ChartDir(), vals, "podpreset-system", false)
+		for _, m := range l.Messages {
+			if m.Severity > support.InfoSev {
+				t.Errorf("%s: helm lint: %s", name, m)
+			}
+		}
+	}
+}
