@@ -27,9 +27,12 @@ IMAGE_OUT := $(CURDIR)/_output/image
 API_PATHS := ./presets/...
 GEN_PATHS := ./presets/...;./cmd/...
 GENERATED := manifests/crd manifests/rbac/role.yaml manifests/webhook/manifests.yaml
+# The Helm chart's crds/ are the generated CRDs, copied (Helm installs
+# them from there; manifests/chart_test.go checks they are the same).
 MANIFESTS_GEN = $(CONTROLLER_GEN) crd rbac:roleName=webhook webhook paths="$(GEN_PATHS)" \
 	output:crd:artifacts:config=manifests/crd output:rbac:artifacts:config=manifests/rbac \
-	output:webhook:artifacts:config=manifests/webhook
+	output:webhook:artifacts:config=manifests/webhook && \
+	cp manifests/crd/podpreset.dev_*.yaml manifests/helm/podpreset/crds/
 
 .PHONY: help
 help: ## List the targets.
