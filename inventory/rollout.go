@@ -50,7 +50,12 @@ var restarts = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Workloads restarted because their pods were stale or had missed a preset with spec.rollout.policy OnChange, by kind.",
 }, []string{"kind"})
 
-func init() { metrics.Registry.MustRegister(restarts) }
+func init() {
+	metrics.Registry.MustRegister(restarts)
+	for _, k := range []string{"Deployment", "StatefulSet", "DaemonSet"} {
+		restarts.WithLabelValues(k) // every series from zero
+	}
+}
 
 // Rollout restarts, for the presets whose spec.rollout.policy is OnChange,
 // the Deployments, StatefulSets and DaemonSets whose pods are stale or

@@ -105,7 +105,9 @@ presetPolicies:
       namespaceSelector: {matchLabels: {tier: platform}}
       initContainers: {allowedImages: ["registry.example.com/platform/"]}
 monitoring:
-  serviceMonitor: {enabled: true, labels: {release: prometheus}}`,
+  serviceMonitor: {enabled: true, labels: {release: prometheus}}
+  prometheusRule: {enabled: true, labels: {release: prometheus}}
+  dashboard: {enabled: true}`,
 }
 
 // RenderChartCase renders one of ChartValueCases for a release of this

@@ -21,20 +21,27 @@ import (
 var helmLabels = []string{"app.kubernetes.io/managed-by", "app.kubernetes.io/instance", "app.kubernetes.io/version", "helm.sh/chart"}
 
 // byKindName keys objects by kind and name, for comparison, as JSON reads
-// them (every number a float64, whoever decoded it).
-func byKindName(t *testing.T, objs []*unstructured.Unstructured) map[string]map[string]any {
+// them.
+func byKindName(t *testing.T, objs []*unstructured.Unstructured) map[string]any {
 	t.Helper()
-	out := map[string]map[string]any{}
+	out := map[string]any{}
 	for _, o := range objs {
-		b, err := json.Marshal(o.Object)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m map[string]any
-		if err := json.Unmarshal(b, &m); err != nil {
-			t.Fatal(err)
-		}
-		out[o.GetKind()+"/"+o.GetName()] = m
+		out[o.GetKind()+"/"+o.GetName()] = asJSON(t, o.Object)
+	}
+	return out
+}
+
+// asJSON is v as JSON reads it (every number a float64, whoever decoded
+// it).
+func asJSON(t *testing.T, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
@@ -126,7 +133,7 @@ func TestChartValues(t *testing.T) {
 				"cert-manager":              {"Deployment/podpreset-webhook: --cert-mode=external", "Deployment/podpreset-webhook: secretName: podpreset-webhook-tls", "Certificate/podpreset-webhook: podpreset-webhook-service.podpreset-system.svc", "MutatingWebhookConfiguration/podpreset-webhook: cert-manager.io/inject-ca-from: podpreset-system/podpreset-webhook"},
 				"strict, pinned, scheduled": {"Deployment/podpreset-webhook: image: ghcr.io/podpreset/podpreset-webhook@sha256:0123", "Deployment/podpreset-webhook: replicas: 3", "Deployment/podpreset-webhook: priorityClassName: system-cluster-critical", "Deployment/podpreset-webhook: dedicated", "Deployment/podpreset-webhook: kubernetes.io/arch", "Deployment/podpreset-webhook: value: 210MiB", "Deployment/podpreset-webhook: - -v=1", "Deployment/podpreset-webhook: --admission-log-level=0", "Deployment/podpreset-webhook: name: registry", "MutatingWebhookConfiguration/podpreset-webhook: failurePolicy: Fail", "MutatingWebhookConfiguration/podpreset-webhook: timeoutSeconds: 10", "MutatingWebhookConfiguration/podpreset-webhook: monitoring", "PodDisruptionBudget/podpreset-webhook: minAvailable: 2"},
 				"sources":                   {"Deployment/podpreset-sources: --role=sources", "Deployment/podpreset-webhook: --role=webhook", "ConfigMap/podpreset-sources: apps/{{ .Namespace }}/", "Deployment/podpreset-sources: secretName: podpreset-sources-credentials", "Deployment/podpreset-sources: replicas: 1"},
-				"policies and monitoring":   {"PodPresetPolicy/platform: registry.example.com/platform/", "ServiceMonitor/podpreset: release: prometheus", "Service/podpreset-metrics: targetPort: metrics"},
+				"policies and monitoring":   {"PodPresetPolicy/platform: registry.example.com/platform/", "ServiceMonitor/podpreset: release: prometheus", "Service/podpreset-metrics: targetPort: metrics", "PrometheusRule/podpreset: alert: PodPresetWebhookFailingOpen", "PrometheusRule/podpreset: up{job=\"podpreset-metrics\"}", "PrometheusRule/podpreset: '{{ $value | humanize }}", "ConfigMap/podpreset-dashboard: grafana_dashboard: \"1\"", "ConfigMap/podpreset-dashboard: podpreset_admission_total"},
 			}[name]
 			for _, w := range want {
 				obj, text, _ := strings.Cut(w, ": ")
@@ -179,5 +186,118 @@ func TestChartLint(t *testing.T) {
 				t.Errorf("%s: helm lint: %s", name, m)
 			}
 		}
+	}
+}
+
+// TestMonitoringHasOneSource: the alert rules are rules.yaml (which
+// promtool tests): the kustomize PrometheusRule, the chart's and the chart's
+// copies of the rules and the dashboard say the same.
+func TestMonitoringHasOneSource(t *testing.T) {
+	var rules map[string]any
+	readYAMLFile(t, "monitoring/rules.yaml", &rules)
+	for _, f := range []string{"rules.yaml", "dashboard.json"} {
+		orig, err := os.ReadFile(filepath.Join("monitoring", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		copied, err := os.ReadFile(filepath.Join("helm", "podpreset", "files", f))
+		if err != nil || string(copied) != string(orig) {
+			t.Errorf("helm/podpreset/files/%s is not monitoring/%s (%v): make manifests copies it", f, f, err)
+		}
+	}
+	specOf := func(objs []*unstructured.Unstructured, where string) map[string]any {
+		for _, o := range objs {
+			if o.GetKind() == "PrometheusRule" {
+				spec, _ := o.Object["spec"].(map[string]any)
+				return spec
+			}
+		}
+		t.Fatalf("no PrometheusRule in %s", where)
+		return nil
+	}
+	var kustomized []*unstructured.Unstructured
+	for _, r := range build(t, "monitoring").Resources() {
+		m, err := r.Map()
+		if err != nil {
+			t.Fatal(err)
+		}
+		kustomized = append(kustomized, &unstructured.Unstructured{Object: m})
+	}
+	charted, err := RenderChartCase("policies and monitoring", "podpreset", "podpreset-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := asJSON(t, rules)
+	for where, objs := range map[string][]*unstructured.Unstructured{"manifests/monitoring": kustomized, "the chart": charted} {
+		got := asJSON(t, specOf(objs, where))
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("the PrometheusRule of %s is not rules.yaml (make manifests):\n%s", where, diff)
+		}
+	}
+}
+
+// TestDashboardPicksItsDataSource: the dashboard names no data source and
+// no UID of a Grafana it was made on: every query reads the data source
+// variable.
+func TestDashboardPicksItsDataSource(t *testing.T) {
+	b, err := os.ReadFile("monitoring/dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		UID        *string `json:"uid"`
+		Templating struct {
+			List []struct{ Name, Type, Query string } `json:"list"`
+		} `json:"templating"`
+		Panels []struct {
+			Title      string         `json:"title"`
+			Type       string         `json:"type"`
+			Datasource map[string]any `json:"datasource"`
+			Targets    []struct {
+				Datasource map[string]any `json:"datasource"`
+				Expr       string         `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	if dash.UID != nil {
+		t.Errorf("the dashboard has a uid (%q): Grafana gives one on import", *dash.UID)
+	}
+	if !slices.ContainsFunc(dash.Templating.List, func(v struct{ Name, Type, Query string }) bool {
+		return v.Name == "datasource" && v.Type == "datasource" && v.Query == "prometheus"
+	}) {
+		t.Errorf("no datasource variable of type prometheus: %+v", dash.Templating.List)
+	}
+	want := map[string]any{"type": "prometheus", "uid": "${datasource}"}
+	queries := 0
+	for _, p := range dash.Panels {
+		if p.Type == "row" {
+			continue
+		}
+		if !cmp.Equal(p.Datasource, want) {
+			t.Errorf("panel %q reads data source %v", p.Title, p.Datasource)
+		}
+		for _, q := range p.Targets {
+			queries++
+			if !cmp.Equal(q.Datasource, want) || q.Expr == "" {
+				t.Errorf("panel %q: a query on %v: %q", p.Title, q.Datasource, q.Expr)
+			}
+		}
+	}
+	if queries < 20 {
+		t.Errorf("only %d queries", queries)
+	}
+}
+
+func readYAMLFile(t *testing.T, path string, into any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, into); err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
 }

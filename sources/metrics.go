@@ -3,6 +3,8 @@ package sources
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/podpreset/podpreset/presets"
 )
 
 var (
@@ -34,4 +36,21 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(sourceReads, sourceWatches, objectWrites, vaultLogins, vaultRenewals, certificatesIssued)
+	// Every series from zero, so that rates and alerts work from the first
+	// read (Vault logins are labelled with the configured method, when it
+	// logs in).
+	for _, src := range []string{"consul", "vault"} {
+		sourceWatches.WithLabelValues(src)
+		for _, r := range []string{"changed", "unchanged", "error"} {
+			sourceReads.WithLabelValues(src, r)
+		}
+	}
+	for _, k := range []string{presets.KindConfigMap, presets.KindSecret} {
+		for _, op := range []string{"create", "update", "delete"} {
+			objectWrites.WithLabelValues(k, op)
+		}
+	}
+	for _, r := range []string{"ok", "error"} {
+		vaultRenewals.WithLabelValues(r)
+	}
 }

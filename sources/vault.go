@@ -95,6 +95,9 @@ func NewVault(c *VaultConfig) (Vault, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
+	for _, r := range []string{"ok", "error"} {
+		vaultLogins.WithLabelValues(c.Auth.Method, r) // from zero
+	}
 	return &vaultClient{c: cl, auth: c.Auth, key: key, mounts: map[string]mountInfo{}}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
 // Results counted by podpreset_admission_total.
@@ -58,6 +59,12 @@ func init() {
 	}
 	for _, r := range []string{"Invalid", "SourceForbidden", "PolicyViolation"} {
 		presetsRefused.WithLabelValues(r)
+	}
+	for _, k := range []presets.FieldKind{presets.FieldEnv, presets.FieldEnvFrom, presets.FieldVolumeMount, presets.FieldVolume, presets.FieldInitContainer, presets.FieldAnnotation} {
+		conflictsTotal.WithLabelValues(string(k))
+	}
+	for _, k := range []string{v1alpha1.KindPodPreset, v1alpha1.KindClusterPodPreset} {
+		presetsAppliedTotal.WithLabelValues(k)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	gozap "go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -29,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -225,6 +227,14 @@ const leaseLost = "leader election lost"
 
 func (l *leaderTerms) NeedLeaderElection() bool { return false }
 
+// leading is 1 while this replica does the leader's work.
+var leading = prometheus.NewGauge(prometheus.GaugeOpts{
+	Name: "podpreset_leader",
+	Help: "1 while this replica does the leader's work (certificate rotation, preset status, the pod inventory and rollouts, the sources controller), 0 otherwise.",
+})
+
+func init() { metrics.Registry.MustRegister(leading) }
+
 func (l *leaderTerms) Start(ctx context.Context) error {
 	for term := 1; ; term++ {
 		mgr, err := ctrl.NewManager(l.config, l.opts)
@@ -234,7 +244,19 @@ func (l *leaderTerms) Start(ctx context.Context) error {
 		if err := l.setup(mgr); err != nil {
 			return err
 		}
+		ended, watched := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(watched)
+			select {
+			case <-mgr.Elected():
+				leading.Set(1)
+			case <-ended:
+			}
+		}()
 		err = mgr.Start(ctx)
+		close(ended)
+		<-watched
+		leading.Set(0)
 		switch {
 		case ctx.Err() != nil:
 			return nil

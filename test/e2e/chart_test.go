@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"maps"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +22,8 @@ import (
 
 // TestChartDryRuns: every documented values combination of the Helm chart
 // (manifests.ChartValueCases) is accepted by the API server, object by
-// object, in a server-side dry run, as helm install sends them. cert-manager
+// object, in a server-side dry run, as helm install sends them; and so is
+// manifests/monitoring, as kubectl apply -k sends it. cert-manager
 // and the Prometheus Operator do not run here: their kinds (Issuer,
 // Certificate, ServiceMonitor) are served by stand-in CRDs without a
 // schema, so for those the dry run checks the kind, the scope and the
@@ -35,6 +38,7 @@ func TestChartDryRuns(t *testing.T) {
 		{"cert-manager.io", "Issuer", "issuers"},
 		{"cert-manager.io", "Certificate", "certificates"},
 		{"monitoring.coreos.com", "ServiceMonitor", "servicemonitors"},
+		{"monitoring.coreos.com", "PrometheusRule", "prometheusrules"},
 	} {
 		standIn := &apiextensionsv1.CustomResourceDefinition{
 			ObjectMeta: metav1.ObjectMeta{Name: crd.plural + "." + crd.group},
@@ -52,7 +56,8 @@ func TestChartDryRuns(t *testing.T) {
 	}
 	// Until the stand-ins are served.
 	eventually(t, 30*time.Second, func() error {
-		for _, gvk := range []schema.GroupVersionKind{{Group: "cert-manager.io", Version: "v1", Kind: "IssuerList"}, {Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitorList"}} {
+		for _, gvk := range []schema.GroupVersionKind{{Group: "cert-manager.io", Version: "v1", Kind: "IssuerList"}, {Group: "cert-manager.io", Version: "v1", Kind: "CertificateList"},
+			{Group: "monitoring.coreos.com", Version: "v1", Kind: "ServiceMonitorList"}, {Group: "monitoring.coreos.com", Version: "v1", Kind: "PrometheusRuleList"}} {
 			l := &unstructured.UnstructuredList{}
 			l.SetGroupVersionKind(gvk)
 			if err := c.List(ctx, l); err != nil {
@@ -83,4 +88,18 @@ func TestChartDryRuns(t *testing.T) {
 			}
 		})
 	}
+	t.Run("manifests/monitoring", func(t *testing.T) {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "podpreset-system"}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		out, _, err := cp.Kubectl(ctx, nil, "apply", "--server-side", "--dry-run=server", "-k", filepath.Join(cp.Root, "manifests", "monitoring"))
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		for _, want := range []string{"configmap/podpreset-dashboard", "service/podpreset-metrics", "prometheusrule.monitoring.coreos.com/podpreset", "servicemonitor.monitoring.coreos.com/podpreset"} {
+			if !strings.Contains(out, want+" serverside-applied (server dry run)") {
+				t.Errorf("kubectl printed no %q:\n%s", want, out)
+			}
+		}
+	})
 }
