@@ -12,6 +12,7 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 CONTROLLER_GEN := $(BIN)/controller-gen
 GOLANGCI_LINT  := $(BIN)/golangci-lint
+PROMTOOL       := $(BIN)/promtool
 export GOFLAGS ?= -buildvcs=false
 
 # The image: make image, make image-push IMG=registry/name:tag.
@@ -32,7 +33,8 @@ GENERATED := manifests/crd manifests/rbac/role.yaml manifests/webhook/manifests.
 MANIFESTS_GEN = $(CONTROLLER_GEN) crd rbac:roleName=webhook webhook paths="$(GEN_PATHS)" \
 	output:crd:artifacts:config=manifests/crd output:rbac:artifacts:config=manifests/rbac \
 	output:webhook:artifacts:config=manifests/webhook && \
-	cp manifests/crd/podpreset.dev_*.yaml manifests/helm/podpreset/crds/
+	cp manifests/crd/podpreset.dev_*.yaml manifests/helm/podpreset/crds/ && \
+	$(GO) run ./hack/monitoring
 
 .PHONY: help
 help: ## List the targets.
@@ -59,14 +61,24 @@ servers: ## Build etcd, the Kubernetes servers and kubelet, Consul, Vault, conta
 	hack/build-servers.sh
 
 .PHONY: test
-test: ## Run every test: unit, handler, golden CLI, fuzz seeds (while the servers build), e2e on a real control plane, and the node tier (root).
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-unit servers
+test: ## Run every test: unit, handler, golden CLI, fuzz seeds and the alert rules (while the servers build), e2e on a real control plane, and the node tier (root).
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-unit servers test-monitoring
 	$(MAKE) --no-print-directory test-e2e
 	$(MAKE) --no-print-directory test-node
 
 .PHONY: test-unit
 test-unit: ## Unit, handler, golden CLI and fuzz-seed tests, with the race detector; they need no server.
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/node -e /test/bench)
+
+.PHONY: test-monitoring
+test-monitoring: $(PROMTOOL) ## The alert rules (manifests/monitoring): promtool check rules and promtool's rule tests.
+	$(PROMTOOL) check rules manifests/monitoring/rules.yaml
+	$(PROMTOOL) test rules manifests/monitoring/tests/*.yaml
+
+# promtool, pinned in hack/promtool, without Prometheus' service discoveries
+# (a third of the build).
+$(PROMTOOL): hack/promtool/go.mod
+	cd hack/promtool && $(GO) build -tags remove_all_sd -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
 
 .PHONY: test-e2e
 test-e2e: servers ## The e2e tests: a real control plane, Consul and Vault, the webhook as a process.
@@ -125,6 +137,7 @@ verify: $(CONTROLLER_GEN) $(GOLANGCI_LINT) ## Fail on gofmt, go vet, golangci-li
 	@echo "verify: go mod tidy"; $(GO) mod tidy -diff
 	@echo "verify: go mod tidy (hack/tools)"; cd hack/tools && $(GO) mod tidy -diff
 	@echo "verify: go mod tidy (hack/lint)"; cd hack/lint && $(GO) mod tidy -diff
+	@echo "verify: go mod tidy (hack/promtool)"; cd hack/promtool && $(GO) mod tidy -diff
 	@echo "verify: generated files"; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	  tar --exclude=./bin --exclude=./.git -cf - . | tar -C "$$tmp" -xf -; \
 	  (cd "$$tmp" && $(CONTROLLER_GEN) object paths=$(API_PATHS) && $(MANIFESTS_GEN)); \
