@@ -56,6 +56,12 @@ image-push: image ## Push the image to IMG=registry/name:tag (credentials from d
 	@test -n "$(IMG)" || { echo "make image-push IMG=registry/name:tag"; exit 1; }
 	$(GO) run ./hack/image push --layout $(IMAGE_OUT)/oci --to $(IMG)
 
+.PHONY: dist
+dist: ## Release artifacts into _output/dist for VERSION=vX.Y.Z: the CLI's archives for linux, darwin and windows (amd64, arm64), SHA256SUMS, a krew manifest, the install bundle podpreset.yaml (image pinned by digest after make image) and the chart.
+	@case "$(VERSION)" in v[0-9]*.[0-9]*.[0-9]*) ;; *) echo "make dist VERSION=vX.Y.Z (not $(VERSION))"; exit 1;; esac
+	rm -rf _output/dist
+	$(GO) run ./hack/dist --version $(VERSION) --out _output/dist
+
 .PHONY: servers
 servers: ## Build etcd, the Kubernetes servers and kubelet, Consul, Vault, containerd, runc and CNI into bin/ (once).
 	hack/build-servers.sh

@@ -8,6 +8,9 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 )
 
+// version is set at build time (make dist: -X main.version=...).
+var version = "dev"
+
 // exitError carries an exit code; its message has already been printed.
 type exitError struct{ code int }
 
@@ -41,7 +44,10 @@ Install it on your PATH to use it as "kubectl podpreset".`,
 		},
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --version prints it (make dist stamps it).
+		Version: version,
 	}
+	root.SetVersionTemplate("kubectl-podpreset {{.Version}}\n")
 	root.SetIn(streams.In)
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)

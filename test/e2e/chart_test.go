@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -17,13 +18,15 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/podpreset/podpreset/internal/dist"
 	"github.com/podpreset/podpreset/manifests"
 )
 
 // TestChartDryRuns: every documented values combination of the Helm chart
 // (manifests.ChartValueCases) is accepted by the API server, object by
 // object, in a server-side dry run, as helm install sends them; and so is
-// manifests/monitoring, as kubectl apply -k sends it. cert-manager
+// manifests/monitoring, as kubectl apply -k sends it, and the install
+// bundle of make dist. cert-manager
 // and the Prometheus Operator do not run here: their kinds (Issuer,
 // Certificate, ServiceMonitor) are served by stand-in CRDs without a
 // schema, so for those the dry run checks the kind, the scope and the
@@ -88,6 +91,23 @@ func TestChartDryRuns(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the release's install bundle", func(t *testing.T) {
+		image := "registry.example.com/podpreset-webhook@sha256:" + strings.Repeat("0f", 32)
+		bundle, err := dist.Bundle(cp.Root, image)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _, err := cp.Kubectl(ctx, bytes.NewReader(bundle), "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		for _, want := range []string{"namespace/podpreset-system", "customresourcedefinition.apiextensions.k8s.io/podpresets.podpreset.dev",
+			"deployment.apps/podpreset-webhook", "mutatingwebhookconfiguration.admissionregistration.k8s.io/podpreset-webhook"} {
+			if !strings.Contains(out, want+" serverside-applied (server dry run)") {
+				t.Errorf("kubectl printed no %q:\n%s", want, out)
+			}
+		}
+	})
 	t.Run("manifests/monitoring", func(t *testing.T) {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "podpreset-system"}}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
