@@ -355,7 +355,7 @@ func TestNamespaceTheCacheHasNotSeen(t *testing.T) {
 		wantEnv bool
 		wantErr string
 	}{
-		"read from the API server": {live: fake.NewClientBuilder().WithScheme(s).WithObjects(fresh).Build(), wantEnv: true},
+		"read from the API server":  {live: fake.NewClientBuilder().WithScheme(s).WithObjects(fresh).Build(), wantEnv: true},
 		"unknown to the API server": {live: fake.NewClientBuilder().WithScheme(s).Build()},
 		"no live reader":            {},
 		"the API server fails": {

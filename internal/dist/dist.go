@@ -139,7 +139,7 @@ func cli(o Options, p Platform) (Archive, error) {
 	if err != nil {
 		return Archive{}, err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+o.Version, "-o", filepath.Join(tmp, bin), "./cmd/kubectl-podpreset")
 	cmd.Dir = o.Root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Arch)
@@ -270,7 +270,7 @@ func Bundle(root, image string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(overlay)
+	defer func() { _ = os.RemoveAll(overlay) }()
 	k := types.Kustomization{
 		Resources: []string{"../default"},
 		Images:    []types.Image{{Name: ImageRepository, NewName: name, NewTag: tag, Digest: digest}},
