@@ -144,6 +144,22 @@ func loadDuring(t *testing.T, what string, disrupt func() error) {
 	waitForPreset(t, ns, labels, "PodPreset/during@1")
 	setFailurePolicy(t, "Fail")
 	t.Cleanup(func() { setFailurePolicy(t, "Ignore") })
+	// The pods go at once when the test ends, not in the background of
+	// the next one (a namespace's deletion of a thousand pods loads the
+	// API server and the endpoints controller that the next disruption
+	// relies on).
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = k8s.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(ns), client.GracePeriodSeconds(0))
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			var left corev1.PodList
+			if err := k8s.List(ctx, &left, client.InNamespace(ns)); err == nil && len(left.Items) == 0 {
+				return
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	})
 
 	newPod := func(i int) *corev1.Pod {
 		p := reportPod(fmt.Sprintf("p-%04d", i), ns, labels)
@@ -194,6 +210,19 @@ func loadDuring(t *testing.T, what string, disrupt func() error) {
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
+	// The webhook's logs, from now on, for a failure to show.
+	logCtx, stopLogs := context.WithCancel(context.Background())
+	var logsWG sync.WaitGroup
+	replicaLogs := map[string]*string{}
+	if replicas, err := webhookReplicas(t); err == nil {
+		for _, r := range replicas {
+			out := new(string)
+			replicaLogs[r] = out
+			logsWG.Go(func() {
+				*out, _, _ = cp.Kubectl(logCtx, nil, "logs", "-f", "--timestamps", "-n", installNS, r, "-c", "webhook")
+			})
+		}
+	}
 	err := createdAtLeast(20)
 	mu.Lock()
 	start = time.Now()
@@ -211,6 +240,13 @@ func loadDuring(t *testing.T, what string, disrupt func() error) {
 	}
 	close(stop)
 	wg.Wait()
+	stopLogs()
+	logsWG.Wait()
+	if err != nil || len(failed) > 0 {
+		for r, out := range replicaLogs {
+			t.Logf("the log of %s from before %s:\n%s", r, what, tail(*out, 60))
+		}
+	}
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
@@ -226,7 +262,25 @@ func loadDuring(t *testing.T, what string, disrupt func() error) {
 	}
 	t.Logf("%s in %s: %d pods created, %d creations failed, %d pods without the preset", what, took.Round(time.Millisecond), created, len(failed), len(bare))
 	if len(failed) > 0 {
-		t.Errorf("%d creations failed, the first: %s", len(failed), failed[0])
+		// Each kind of failure once, with its count: the first and the
+		// last say when it began and ended.
+		kinds := map[string][]string{}
+		var order []string
+		for _, f := range failed {
+			_, kind, _ := strings.Cut(f, ": ")
+			if i := strings.LastIndex(kind, ": "); i >= 0 {
+				kind = kind[i+2:]
+			}
+			if kinds[kind] == nil {
+				order = append(order, kind)
+			}
+			kinds[kind] = append(kinds[kind], f)
+		}
+		var b strings.Builder
+		for _, k := range order {
+			fmt.Fprintf(&b, "\n  %d× %q, first %s, last %s", len(kinds[k]), k, kinds[k][0], kinds[k][len(kinds[k])-1])
+		}
+		t.Errorf("%d creations failed:%s", len(failed), b.String())
 	}
 	if len(bare) > 0 {
 		t.Errorf("%d pods without the preset: %v", len(bare), bare)
