@@ -67,14 +67,18 @@ servers: ## Build etcd, the Kubernetes servers and kubelet, Consul, Vault, conta
 	hack/build-servers.sh
 
 .PHONY: test
-test: ## Run every test: unit, handler, golden CLI, fuzz seeds and the alert rules (while the servers build), e2e on a real control plane, and the node tier (root).
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-unit servers test-monitoring
+test: ## Run every test: unit, handler, golden CLI, fuzz seeds, the alert rules and the chart under Helm 4 (while the servers build), e2e on a real control plane, and the node tier (root).
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-unit servers test-monitoring test-helm4
 	$(MAKE) --no-print-directory test-e2e
 	$(MAKE) --no-print-directory test-node
 
 .PHONY: test-unit
 test-unit: ## Unit, handler, golden CLI and fuzz-seed tests, with the race detector; they need no server.
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/node -e /test/bench)
+
+.PHONY: test-helm4
+test-helm4: ## The Helm chart under Helm 4's SDK: lint, and the same objects as Helm 3 (a module of its own, hack/helm4).
+	cd hack/helm4 && $(GO) test -count=1 ./...
 
 .PHONY: test-monitoring
 test-monitoring: $(PROMTOOL) ## The alert rules (manifests/monitoring): promtool check rules and promtool's rule tests.
@@ -144,6 +148,7 @@ verify: $(CONTROLLER_GEN) $(GOLANGCI_LINT) ## Fail on gofmt, go vet, golangci-li
 	@echo "verify: go mod tidy (hack/tools)"; cd hack/tools && $(GO) mod tidy -diff
 	@echo "verify: go mod tidy (hack/lint)"; cd hack/lint && $(GO) mod tidy -diff
 	@echo "verify: go mod tidy (hack/promtool)"; cd hack/promtool && $(GO) mod tidy -diff
+	@echo "verify: go mod tidy (hack/helm4)"; cd hack/helm4 && $(GO) mod tidy -diff
 	@echo "verify: generated files"; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	  tar --exclude=./bin --exclude=./.git -cf - . | tar -C "$$tmp" -xf -; \
 	  (cd "$$tmp" && $(CONTROLLER_GEN) object paths=$(API_PATHS) && $(MANIFESTS_GEN)); \
