@@ -124,31 +124,15 @@ func logAdmission(log logr.Logger, req *Request[PodObject], out outcome, took ti
 		kv = append(kv, "reason", out.reason)
 	}
 	if r := out.res; r != nil {
-		applied := make([]string, len(r.Applied))
-		for i, a := range r.Applied {
-			applied[i] = a.String()
-		}
-		kv = append(kv, "applied", applied)
+		kv = append(kv, "applied", render(r.Applied, presets.Ref.String))
 		if len(r.Conflicts) > 0 {
-			conflicts := make([]string, len(r.Conflicts))
-			for i, c := range r.Conflicts {
-				conflicts[i] = c.Preset.String() + " " + c.Field
-			}
-			kv = append(kv, "conflicts", conflicts)
+			kv = append(kv, "conflicts", render(r.Conflicts, func(c presets.Conflict) string { return c.Preset.String() + " " + c.Field }))
 		}
 		if len(r.Refused) > 0 {
-			refused := make([]string, len(r.Refused))
-			for i, f := range r.Refused {
-				refused[i] = f.Preset.String() + " (" + f.Reason + ")"
-			}
-			kv = append(kv, "refused", refused)
+			kv = append(kv, "refused", render(r.Refused, func(f presets.Refusal) string { return f.Preset.String() + " (" + f.Reason + ")" }))
 		}
 		if len(r.Omitted) > 0 {
-			omitted := make([]string, len(r.Omitted))
-			for i, o := range r.Omitted {
-				omitted[i] = o.Preset.String() + " " + o.Field
-			}
-			kv = append(kv, "omitted", omitted)
+			kv = append(kv, "omitted", render(r.Omitted, func(o presets.Omission) string { return o.Preset.String() + " " + o.Field }))
 		}
 	}
 	if err != nil {
@@ -156,6 +140,15 @@ func logAdmission(log logr.Logger, req *Request[PodObject], out outcome, took ti
 		return
 	}
 	log.Info("pod admission", kv...)
+}
+
+// render is each of xs as f renders it.
+func render[T any](xs []T, f func(T) string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = f(x)
+	}
+	return out
 }
 
 // warnings renders what a pod did not get, for kubectl: every conflict

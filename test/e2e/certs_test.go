@@ -37,33 +37,9 @@ const (
 func TestCertificateRotationUnderLoad(t *testing.T) {
 	ctx := t.Context()
 	var logs cluster.Buffer
-	c, err := cluster.Start(ctx, cluster.Options{Root: cp.Root, Replicas: 2, FailurePolicy: admissionregistrationv1.Fail})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
-	short := []string{"--ca-lifetime=24s", "--cert-lifetime=8s", "--cert-lookahead=0.25", "--cert-propagation=2s", "--log-format=json"}
-	for i := range 2 {
-		if err := c.StartReplica(ctx, i, webhookBin, &logs, short...); err != nil {
-			t.Fatalf("%v\n%s", err, logs.String())
-		}
-	}
-	k, err := client.New(c.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "rotation"}}
-	if err := k.Create(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	labels := map[string]string{"app": "load"}
-	if err := k.Create(ctx, podPreset("load", ns.Name, labels, env("INJECTED", "yes"))); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.WaitForPresets(ctx); err != nil {
-		t.Fatal(err)
-	}
-
+	c, k := twoReplicasUnderLoad(t, "rotation", &logs,
+		"--ca-lifetime=24s", "--cert-lifetime=8s", "--cert-lookahead=0.25", "--cert-propagation=2s", "--log-format=json")
+	ns, labels := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "rotation"}}, loadLabels
 	secretKey := client.ObjectKey{Namespace: cluster.WebhookNamespace, Name: "podpreset-webhook-certs"}
 	servingSerials, caSerials := map[string]bool{}, map[string]bool{}
 	observe := func() {
@@ -304,3 +280,41 @@ func TestExternalCertificatesAreServedAndReloaded(t *testing.T) {
 		t.Errorf("external mode created Secrets: %d", len(secrets.Items))
 	}
 }
+
+// twoReplicasUnderLoad starts a control plane of its own with two webhook
+// replicas (one leader) that the pod webhook calls with failurePolicy Fail,
+// started with args, their output to logs, and a namespace whose pods
+// labelled app=load get the preset "load" (INJECTED=yes), already in both
+// replicas' index.
+func twoReplicasUnderLoad(t *testing.T, namespace string, logs *cluster.Buffer, args ...string) (*cluster.Cluster, client.Client) {
+	t.Helper()
+	ctx := t.Context()
+	c, err := cluster.Start(ctx, cluster.Options{Root: cp.Root, Replicas: 2, FailurePolicy: admissionregistrationv1.Fail})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	for i := range 2 {
+		if err := c.StartReplica(ctx, i, webhookBin, logs, args...); err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+	}
+	k, err := client.New(c.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Create(ctx, podPreset("load", namespace, loadLabels, env("INJECTED", "yes"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitForPresets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c, k
+}
+
+// loadLabels are the labels of the pods twoReplicasUnderLoad's preset
+// selects.
+var loadLabels = map[string]string{"app": "load"}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,32 +31,9 @@ const (
 func TestLosingTheLeaseKeepsServing(t *testing.T) {
 	ctx := t.Context()
 	var logs cluster.Buffer
-	c, err := cluster.Start(ctx, cluster.Options{Root: cp.Root, Replicas: 2, FailurePolicy: admissionregistrationv1.Fail})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
-	quick := []string{"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms", "--log-format=json"}
-	for i := range 2 {
-		if err := c.StartReplica(ctx, i, webhookBin, &logs, quick...); err != nil {
-			t.Fatalf("%v\n%s", err, logs.String())
-		}
-	}
-	k, err := client.New(c.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "lease"}}
-	if err := k.Create(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	labels := map[string]string{"app": "load"}
-	if err := k.Create(ctx, podPreset("load", ns.Name, labels, env("INJECTED", "yes"))); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.WaitForPresets(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, k := twoReplicasUnderLoad(t, "lease", &logs,
+		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms", "--log-format=json")
+	ns, labels := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "lease"}}, loadLabels
 	leaseKey := client.ObjectKey{Namespace: cluster.WebhookNamespace, Name: "podpreset-webhook.podpreset.dev"}
 	holder := func() (string, error) {
 		var l coordinationv1.Lease
@@ -68,6 +44,7 @@ func TestLosingTheLeaseKeepsServing(t *testing.T) {
 	}
 	var leader string
 	eventually(t, 30*time.Second, func() error {
+		var err error
 		if leader, err = holder(); err != nil || leader == "" {
 			return fmt.Errorf("no leader yet (%v)", err)
 		}
