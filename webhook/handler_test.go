@@ -366,16 +366,27 @@ func TestNamespaceTheCacheHasNotSeen(t *testing.T) {
 			wantErr: "reading namespace shop: connection refused",
 		},
 	}
+	var lines []string
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			m := testMutator(t, cartPresets()...)
 			m.Namespaces = fake.NewClientBuilder().WithScheme(s).Build() // the cache: no namespace yet
 			m.LiveNamespaces = tc.live
+			// An operator at -v 0: admissions log at 1, errors always.
+			m.LogLevel = 1
+			lines = nil
+			m.Log = funcr.NewJSON(func(obj string) { lines = append(lines, obj) }, funcr.Options{Verbosity: 0})
 			before := testutil.ToFloat64(namespaceReads)
 			ns, err := m.namespace(t.Context(), "shop")
 			if tc.wantErr != "" {
 				if err == nil || err.Error() != tc.wantErr {
 					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				// The API server fails open (or refuses the pod): the
+				// webhook's log says why, at every verbosity.
+				serve(t, m, fixture(t, "pod-create.json"), "application/json")
+				if len(lines) != 1 || !strings.Contains(lines[0], `"msg":"pod admission failed"`) || !strings.Contains(lines[0], tc.wantErr) {
+					t.Errorf("logged at -v 0: %q, want one line pod admission failed: %s", lines, tc.wantErr)
 				}
 				return
 			}
@@ -396,6 +407,9 @@ func TestNamespaceTheCacheHasNotSeen(t *testing.T) {
 			resp := reviewOf(t, serve(t, m, fixture(t, "pod-create.json"), "application/json"))
 			if got := strings.Contains(string(resp.Patch), "LOG_FORMAT"); got != tc.wantEnv {
 				t.Errorf("LOG_FORMAT injected: %t, want %t (patch %s)", got, tc.wantEnv, resp.Patch)
+			}
+			if len(lines) != 0 {
+				t.Errorf("a served admission logged at -v 0: %q", lines)
 			}
 		})
 	}

@@ -33,6 +33,8 @@ type PodMutator struct {
 	// LogLevel is the verbosity at which each admission is logged, one
 	// line (logAdmission); 0 logs every one.
 	LogLevel int
+	// Log writes the admission lines; unset, the process's logger.
+	Log logr.Logger
 	// Wait is the longest a pod waits for a preset of its namespace that
 	// this replica validated a moment before to reach the index
 	// (expect.go); 0 never waits.
@@ -56,8 +58,13 @@ func (m *PodMutator) Handle(ctx context.Context, req *Request[PodObject]) (*admi
 	resp, out, err := m.admit(ctx, req)
 	admissionTotal.WithLabelValues(out.result).Inc()
 	// Serve puts no logger in the context: the process's logger, without
-	// the allocation logf.FromContext makes on every call.
-	if log := logf.Log.V(m.LogLevel); log.Enabled() {
+	// the allocation logf.FromContext makes on every call. A failed
+	// admission is an error, logged at every verbosity.
+	log := m.Log
+	if log.GetSink() == nil {
+		log = logf.Log
+	}
+	if log := log.V(m.LogLevel); err != nil || log.Enabled() {
 		logAdmission(log, req, out, time.Since(start), err)
 	}
 	return resp, err

@@ -205,7 +205,7 @@ func eventually(t *testing.T, timeout time.Duration, f func() error) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
+			t.Fatalf("after %s: %v\n%s", timeout, err, admissionState(context.Background()))
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
