@@ -1,12 +1,12 @@
 package webhook
 
 import (
-	"encoding/json"
 	"fmt"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	sigsjson "sigs.k8s.io/json"
 
 	"github.com/podpreset/podpreset/presets"
 )
@@ -20,8 +20,8 @@ import (
 // server sent (presets.OwnLists), so that the patch can replace a list in
 // one operation and keep its entries' unknown fields.
 type PodObject struct {
-	Metadata podMetadata     `json:"metadata"`
-	Spec     json.RawMessage `json:"spec"`
+	Metadata podMetadata    `json:"metadata"`
+	Spec     jsontext.Value `json:"spec"`
 	// own is where the spec's lists are in Spec, once decodeSpec has
 	// decoded the spec partly.
 	own *ownJSON
@@ -94,13 +94,13 @@ func (o *PodObject) decodeSpec(pod *corev1.Pod, whole bool) error {
 		return nil
 	}
 	if whole {
-		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(o.Spec, &pod.Spec); err != nil {
+		if err := decode(o.Spec, &pod.Spec); err != nil {
 			return fmt.Errorf("decoding the Pod's spec: %w", err)
 		}
 		return nil
 	}
 	var s mergeSpec
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(o.Spec, &s); err != nil {
+	if err := decode(o.Spec, &s); err != nil {
 		return fmt.Errorf("decoding the Pod's spec: %w", err)
 	}
 	pod.Spec.InitContainers = containers(s.InitContainers)

@@ -10,13 +10,13 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sync/semaphore"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	sigsjson "sigs.k8s.io/json"
 )
 
 // Request is an admission request whose object is decoded into T in the
@@ -120,7 +120,10 @@ func Serve[T any](h Handler[T], limiter *Limiter, maxBody int64) http.Handler {
 			return
 		}
 		defer release()
-		body, err := readBody(r.Body, size, maxBody)
+		in := getBuffer()
+		defer putBuffer(in)
+		err := readBody(in, r.Body, size, maxBody)
+		body := in.Bytes()
 		switch {
 		case errors.Is(err, errTooLarge):
 			http.Error(w, fmt.Sprintf("invalid AdmissionReview: the body is over %d bytes", maxBody), http.StatusRequestEntityTooLarge)
@@ -141,18 +144,19 @@ func Serve[T any](h Handler[T], limiter *Limiter, maxBody int64) http.Handler {
 			http.Error(w, "invalid AdmissionReview: "+msg, status)
 			return
 		}
-		out, err := json.Marshal(admissionv1.AdmissionReview{
+		out := getBuffer()
+		defer putBuffer(out)
+		if err := json.NewEncoder(out).Encode(admissionv1.AdmissionReview{
 			TypeMeta: metav1.TypeMeta{APIVersion: admissionAPIVersion, Kind: "AdmissionReview"},
 			Response: resp,
-		})
-		if err != nil {
+		}); err != nil {
 			http.Error(w, "encoding the answer: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
 		h := w.Header()
 		h["Content-Type"] = jsonContentType
-		h["Content-Length"] = []string{strconv.Itoa(len(out))}
-		if _, err := w.Write(out); err != nil {
+		h["Content-Length"] = []string{strconv.Itoa(out.Len())}
+		if _, err := w.Write(out.Bytes()); err != nil {
 			logf.FromContext(r.Context()).V(1).Info("writing an admission answer", "error", err.Error())
 		}
 	})
@@ -162,11 +166,11 @@ func Serve[T any](h Handler[T], limiter *Limiter, maxBody int64) http.Handler {
 // body is no review the handler can be given.
 func answer[T any](ctx context.Context, h Handler[T], body []byte) (*admissionv1.AdmissionResponse, int, string) {
 	var rv review[T]
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(body, &rv); err != nil {
+	if err := decode(body, &rv); err != nil {
 		// The review may be sound and only its object not a T (an
 		// undecodable pod): answer it, as a denial that says so.
 		var raw review[json.RawMessage]
-		if sigsjson.UnmarshalCaseSensitivePreserveInts(body, &raw) != nil || raw.Request == nil || raw.Request.UID == "" {
+		if decode(body, &raw) != nil || raw.Request == nil || raw.Request.UID == "" {
 			return nil, http.StatusBadRequest, "not an AdmissionReview: " + err.Error()
 		}
 		return &admissionv1.AdmissionResponse{UID: raw.Request.UID, Result: &metav1.Status{
@@ -205,17 +209,36 @@ func isJSON(contentType string) bool {
 
 var errTooLarge = errors.New("too large")
 
-// readBody reads a body of about size bytes, at most max.
-func readBody(r io.Reader, size, max int64) ([]byte, error) {
-	buf := bytes.NewBuffer(make([]byte, 0, min(size, max)+1))
+// readBody reads a body of about size bytes, at most max, into buf.
+func readBody(buf *bytes.Buffer, r io.Reader, size, max int64) error {
+	buf.Grow(int(min(size, max)) + 1)
 	n, err := buf.ReadFrom(io.LimitReader(r, max+1))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if n > max {
-		return nil, errTooLarge
+		return errTooLarge
 	}
-	return buf.Bytes(), nil
+	return nil
+}
+
+// buffers hold request bodies and answers while a request is served, and
+// are reused by the next one: nothing decoded from a body refers to it (the
+// decoder copies strings and raw values), and an answer is written before
+// its buffer goes back. A buffer grown past maxPooled by a large review is
+// left to the garbage collector, so that the pool does not keep it.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooled = 256 << 10
+
+func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() > maxPooled {
+		return
+	}
+	b.Reset()
+	buffers.Put(b)
 }
 
 // allowed answers yes, with a message.
