@@ -34,12 +34,18 @@ import (
 // pod's containers need only their name, env, envFrom and volumeMounts: a
 // caller decoding the pod may leave every other field of a container out.
 func MergePatch(pod *corev1.Pod, ns Namespace, presets []*Preset, own OwnLists) (Result, []byte, error) {
+	return AppendMergePatch(nil, pod, ns, presets, own)
+}
+
+// AppendMergePatch is MergePatch writing the patch into dst's array when it
+// is large enough (a caller's reused buffer), from its start.
+func AppendMergePatch(dst []byte, pod *corev1.Pod, ns Namespace, presets []*Preset, own OwnLists) (Result, []byte, error) {
 	m, res := merge(pod, ns, presets, false)
 	res.Pod = nil
 	if !res.Changed {
 		return res, nil, nil
 	}
-	out, err := m.writePatch(pod, own)
+	out, err := m.writePatch(dst, pod, own)
 	return res, out, err
 }
 
@@ -234,13 +240,16 @@ func arrayBody(raw []byte) (inner []byte, ok bool) {
 // order presets/patch.Pod writes it: annotations; each of the pod's own
 // init containers and containers at its own index (env, envFrom, mounts);
 // the injected init containers; volumes; pull secrets.
-func (m *merger) writePatch(pod *corev1.Pod, own OwnLists) ([]byte, error) {
+func (m *merger) writePatch(dst []byte, pod *corev1.Pod, own OwnLists) ([]byte, error) {
 	for _, p := range m.presets {
 		if _, err := p.entries(); err != nil {
 			return nil, err
 		}
 	}
-	w := &patchWriter{buf: make([]byte, 0, m.patchSize())}
+	w := &patchWriter{buf: dst[:0]}
+	if size := m.patchSize(); cap(dst) < size {
+		w.buf = make([]byte, 0, size)
+	}
 	m.writeAnnotations(w, pod.Annotations)
 	for _, initCtrs := range []bool{true, false} {
 		base := "/spec/containers/"

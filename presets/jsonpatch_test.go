@@ -43,6 +43,13 @@ func checkPatch(t *testing.T, pod *corev1.Pod, ns Namespace, set *Set, replaceSh
 		if got.Changed && replaceShape {
 			checkReplaceShape(t, pod, in, ns, matched, res.Pod, raw)
 		}
+		// Into a reused buffer, dirty and large: the same patch, in its
+		// array.
+		dirty := bytes.Repeat([]byte(`"]}{`), len(raw)+16)
+		_, into, err := AppendMergePatch(dirty[:7], in, ns, matched, nil)
+		if err != nil || !bytes.Equal(into, raw) || len(into) > 0 && &into[0] != &dirty[0] {
+			t.Fatalf("AppendMergePatch into a reused buffer (%v): %s\nwant MergePatch's %s", err, into, raw)
+		}
 	}
 	if diff := cmp.Diff(before, pod); diff != "" {
 		t.Fatalf("Patch modified its input:\n%s", diff)

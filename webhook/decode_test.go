@@ -22,13 +22,13 @@ var decodeCases = map[string]string{
 	"invalid UTF-8 in a value": "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"request\":{\"uid\":\"a\",\"object\":{\"metadata\":{\"labels\":{\"app\":\"\xff\xfe\"}},\"spec\":{\"containers\":[{\"name\":\"\xc3\"}]}}}}",
 	"unknown fields": `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","extra":[1,{"b":null}],
 		"object":{"metadata":{"labels":{"app":"x"},"managedFields":[{"manager":"m"}]},"spec":{"containers":[{"name":"c","unknown":{"deep":[true]}}]}}}}`,
-	"nulls": `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","dryRun":null,"object":{"metadata":{"labels":null},"spec":{"containers":null,"volumes":[null]}}}}`,
-	"escapes": `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"\u0061","object":{"metadata":{"labels":{"\u0061pp":"\ud83d\ude00"}},"spec":{"containers":[{"name":"c","env":[{"name":"A","value":"\"\\\/\n"}]}]}}}}`,
-	"a string where a number goes": `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","object":{"spec":{"containers":[{"name":"c","ports":[{"containerPort":"80"}]}]}}}}`,
+	"nulls":                           `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","dryRun":null,"object":{"metadata":{"labels":null},"spec":{"containers":null,"volumes":[null]}}}}`,
+	"escapes":                         `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"\u0061","object":{"metadata":{"labels":{"\u0061pp":"\ud83d\ude00"}},"spec":{"containers":[{"name":"c","env":[{"name":"A","value":"\"\\\/\n"}]}]}}}}`,
+	"a string where a number goes":    `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","object":{"spec":{"containers":[{"name":"c","ports":[{"containerPort":"80"}]}]}}}}`,
 	"a quantity and an int-or-string": `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","object":{"spec":{"containers":[{"name":"c","resources":{"limits":{"cpu":"500m"}},"livenessProbe":{"httpGet":{"port":"http"}}}]}}}}`,
-	"not JSON":   `{"apiVersion":"admission.k8s.io/v1",`,
-	"trailing":   `{"apiVersion":"admission.k8s.io/v1"} {}`,
-	"not a spec": `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","object":{"spec":[1,2]}}}`,
+	"not JSON":                        `{"apiVersion":"admission.k8s.io/v1",`,
+	"trailing":                        `{"apiVersion":"admission.k8s.io/v1"} {}`,
+	"not a spec":                      `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","object":{"spec":[1,2]}}}`,
 }
 
 // TestDecodeReadsWhatTheAPIServerReads: JSON v2, configured as decode

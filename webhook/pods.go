@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -70,6 +71,19 @@ func (m *PodMutator) Handle(ctx context.Context, req *Request[PodObject]) (*admi
 	return resp, err
 }
 
+// patchBuffers are the arrays patches are written into: Done gives each
+// back once its answer is written.
+var patchBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// Done takes back an answer's patch buffer, once Serve has written it.
+func (m *PodMutator) Done(resp *admissionv1.AdmissionResponse) {
+	if p := resp.Patch; cap(p) > 0 && cap(p) <= maxPooled {
+		p = p[:0]
+		resp.Patch = nil
+		patchBuffers.Put(&p)
+	}
+}
+
 // outcome is what an admission did, for its count and its log line.
 type outcome struct {
 	result string
@@ -106,7 +120,11 @@ func (m *PodMutator) admit(ctx context.Context, req *Request[PodObject]) (*admis
 	if err := req.Object.decodeSpec(pod, presets.WholeContainers(matched)); err != nil {
 		return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error()), outcome{result: ResultError, reason: "the pod's spec does not decode"}, nil
 	}
-	res, encoded, err := presets.MergePatch(pod, ns, matched, req.Object)
+	buf := patchBuffers.Get().(*[]byte)
+	res, encoded, err := presets.AppendMergePatch(*buf, pod, ns, matched, req.Object)
+	if err != nil || encoded == nil {
+		patchBuffers.Put(buf)
+	}
 	if err != nil {
 		return nil, outcome{result: ResultError}, err
 	}

@@ -48,6 +48,12 @@ type Handler[T any] interface {
 	Handle(ctx context.Context, req *Request[T]) (*admissionv1.AdmissionResponse, error)
 }
 
+// doner is a Handler that takes its answer back once Serve has written it
+// (PodMutator reuses the patch's buffer).
+type doner interface {
+	Done(resp *admissionv1.AdmissionResponse)
+}
+
 // Request body limits, by endpoint. The API server accepts request bodies
 // of up to 3 MiB; it sends the pod of a CREATE as JSON inside a review, so a
 // pod review stays under 3 MiB plus the review's own fields and the growth
@@ -136,6 +142,9 @@ func Serve[T any](h Handler[T], limiter *Limiter, maxBody int64) http.Handler {
 			return
 		}
 		resp, status, msg := answer(r.Context(), h, body)
+		if d, ok := h.(doner); ok && resp != nil {
+			defer d.Done(resp)
+		}
 		switch {
 		case status == http.StatusInternalServerError:
 			http.Error(w, msg, status)
