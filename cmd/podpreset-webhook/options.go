@@ -28,6 +28,9 @@ type Options struct {
 	MetricsBindAddress string
 	// HealthProbeBindAddress serves /healthz and /readyz.
 	HealthProbeBindAddress string
+	// PprofBindAddress serves Go's /debug/pprof; "0" (the default) turns
+	// it off.
+	PprofBindAddress string
 	// LeaderElect turns on leader election (for the controllers that only
 	// one replica may run).
 	LeaderElect bool
@@ -121,6 +124,7 @@ func defaultOptions() Options {
 		Port:                   9443,
 		MetricsBindAddress:     ":8080",
 		HealthProbeBindAddress: ":8081",
+		PprofBindAddress:       "0",
 		LogFormat:              "json",
 		CertMode:               CertModeSelf,
 		CertSecret:             "podpreset-webhook-certs",
@@ -174,6 +178,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.IntVar(&o.Port, "port", o.Port, "port the webhook server listens on")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, `address of /metrics; "0" turns it off`)
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress, "address of /healthz and /readyz")
+	fs.StringVar(&o.PprofBindAddress, "pprof-bind-address", o.PprofBindAddress, `address of Go's /debug/pprof profiles, unauthenticated: bind it to 127.0.0.1 and reach it with kubectl port-forward; "0" turns it off`)
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader among replicas")
 	fs.DurationVar(&o.LeaseDuration, "leader-elect-lease-duration", o.LeaseDuration, "how long the other replicas wait after the leader's last renewal before one of them takes over")
 	fs.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", o.RenewDeadline, "how long the leader tries to renew its lease before it stops its leader work (the webhook goes on serving) and stands for election again")

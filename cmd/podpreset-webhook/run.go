@@ -137,6 +137,7 @@ func run(ctx context.Context, opts Options) error {
 		Logger:                 log,
 		Metrics:                metricsserver.Options{BindAddress: opts.MetricsBindAddress},
 		HealthProbeBindAddress: opts.HealthProbeBindAddress,
+		PprofBindAddress:       opts.PprofBindAddress,
 	}
 	var ws *webhookSetup
 	if opts.Role != RoleSources {

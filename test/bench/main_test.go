@@ -12,6 +12,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -31,6 +34,39 @@ var (
 	k8s    client.Client
 	scheme = runtime.NewScheme()
 )
+
+var (
+	webhookBinary  = flag.String("webhook-binary", "", "the podpreset-webhook binary to measure (default: built from the working tree); a previous commit's, for a before and after")
+	webhookProfile = flag.String("webhook-profile", "", "write the webhook's CPU profile, 30 seconds at a time for as long as the benchmarks run, to PREFIX.N.pb.gz (go tool pprof -top BINARY PREFIX.*.pb.gz)")
+)
+
+// profileWebhook fetches the webhook's CPU profile in 30-second pieces
+// until ctx ends.
+func profileWebhook(ctx context.Context, addr, prefix string) {
+	for i := 0; ctx.Err() == nil; i++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/profile?seconds=30", nil)
+		if err != nil {
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			if ctx.Err() == nil {
+				fmt.Fprintf(os.Stderr, "bench: the webhook's profile: %v\n", err)
+			}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			fmt.Fprintf(os.Stderr, "bench: the webhook's profile: HTTP %d, %v\n", resp.StatusCode, err)
+			return
+		}
+		if err := os.WriteFile(fmt.Sprintf("%s.%d.pb.gz", prefix, i), b, 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			return
+		}
+	}
+}
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -67,15 +103,35 @@ func runMain(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "bench: stopping the control plane: %v\n", err)
 		}
 	}()
-	bin, err := cp.WebhookBinary(ctx)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-		return 1
+	bin := *webhookBinary
+	if bin == "" {
+		if bin, err = cp.WebhookBinary(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			return 1
+		}
 	}
-	// The webhook as installed: default flags, no sources.
-	if err := cp.StartWebhook(ctx, bin, &logs); err != nil {
+	// The webhook as installed: default flags, no sources; with
+	// -webhook-profile, its pprof endpoint on loopback.
+	var args []string
+	pprofAddr := ""
+	if *webhookProfile != "" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			return 1
+		}
+		pprofAddr = l.Addr().String()
+		_ = l.Close()
+		args = append(args, "--pprof-bind-address="+pprofAddr)
+	}
+	if err := cp.StartWebhook(ctx, bin, &logs, args...); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n%s", err, logs.String())
 		return 1
+	}
+	if pprofAddr != "" {
+		done := make(chan struct{})
+		defer func() { cancel(); <-done }()
+		go func() { defer close(done); profileWebhook(ctx, pprofAddr, *webhookProfile) }()
 	}
 	if k8s, err = client.New(cp.Config, client.Options{Scheme: scheme}); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
