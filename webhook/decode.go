@@ -6,8 +6,9 @@ import (
 )
 
 // decode decodes a review, or a pod's spec, in one pass: JSON v2
-// (github.com/go-json-experiment/json, the package that becomes Go's
-// encoding/json/v2) validates while it decodes, where encoding/json and
+// (github.com/go-json-experiment/json, the Go team's mirror of
+// encoding/json/v2, stable in Go 1.27, where the module aliases the
+// standard library's) validates while it decodes, where encoding/json and
 // sigs.k8s.io/json, its fork that the API server uses, scan the whole input
 // once to validate it and again to decode it. On the benchmark's review
 // that is 2.3 times faster with 2.5 times fewer allocations.
