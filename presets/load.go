@@ -3,6 +3,7 @@ package presets
 import (
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/podpreset/podpreset/presets/v1alpha1"
@@ -87,4 +88,22 @@ func errorMessages(errs field.ErrorList) string {
 		msgs[i] = e.Error()
 	}
 	return strings.Join(msgs, "; ")
+}
+
+// SameInputs says whether Load reads the same of two versions of a preset,
+// so that the second need not be loaded again: the same generation (the
+// spec, which the status subresource keeps from changing without it) and
+// the same status fields that compile reads (the source versions, the
+// foreign objects and the content generation). The status writes of pod
+// counts and conditions change none of them; checks that depend on other
+// objects (namespace labels, policies) are the caller's to run again when
+// those change.
+func SameInputs(a, b v1alpha1.Object) bool {
+	if a.GetGeneration() != b.GetGeneration() || a.GetUID() != b.GetUID() || !a.GetCreationTimestamp().Time.Equal(b.GetCreationTimestamp().Time) {
+		return false
+	}
+	sa, sb := a.PresetStatus(), b.PresetStatus()
+	return sa.ContentGeneration == sb.ContentGeneration &&
+		equality.Semantic.DeepEqual(sa.Sources, sb.Sources) &&
+		equality.Semantic.DeepEqual(sa.ForeignObjects, sb.ForeignObjects)
 }

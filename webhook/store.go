@@ -264,8 +264,18 @@ func (s *Store) Watch(ctx context.Context, c cache.Cache) error {
 		}
 	}
 	handlers := toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { handle(obj, false) },
-		UpdateFunc: func(_, obj any) { handle(obj, false) },
+		AddFunc: func(obj any) { handle(obj, false) },
+		UpdateFunc: func(old, obj any) {
+			// The status controller writes pod counts and conditions
+			// as pods come and go: a preset whose compiled form they do
+			// not change is not loaded again, nor the index rebuilt.
+			if a, ok := old.(v1alpha1.Object); ok {
+				if b, ok := obj.(v1alpha1.Object); ok && presets.SameInputs(a, b) {
+					return
+				}
+			}
+			handle(obj, false)
+		},
 		DeleteFunc: func(obj any) { handle(obj, true) },
 	}
 	nsHandlers := toolscache.ResourceEventHandlerFuncs{
