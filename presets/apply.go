@@ -309,13 +309,13 @@ func (m *merger) apply(p *Preset) {
 
 func (m *merger) addEnv(p *Preset, t *target, idx int) {
 	e := &p.env[idx]
-	if i := slices.IndexFunc(t.c.Env, func(x corev1.EnvVar) bool { return x.Name == e.Name }); i >= 0 {
+	if i := envIndex(t.c.Env, e.Name); i >= 0 {
 		if !sameEnv(&t.c.Env[i], e) {
 			m.conflict(p, FieldEnv, t, "env[name="+e.Name+"]", &t.c.Env[i], nil, e)
 		}
 		return
 	}
-	if i := pendingIndex(t.env, func(x *corev1.EnvVar) bool { return x.Name == e.Name }); i >= 0 {
+	if i := pendingEnvIndex(t.env, e.Name); i >= 0 {
 		if !sameEnv(t.env[i].v, e) {
 			m.conflict(p, FieldEnv, t, "env[name="+e.Name+"]", t.env[i].v, t.env[i].by, e)
 		}
@@ -326,6 +326,27 @@ func (m *merger) addEnv(p *Preset, t *target, idx int) {
 	}
 	t.env = append(t.env, pending[corev1.EnvVar]{e, p, idx})
 	m.changed = true
+}
+
+// envIndex and pendingEnvIndex find a variable by name: plain loops, as
+// the merge looks up every injected variable in every target (no copy of
+// each entry, no call per entry).
+func envIndex(env []corev1.EnvVar, name string) int {
+	for i := range env {
+		if env[i].Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func pendingEnvIndex(env []pending[corev1.EnvVar], name string) int {
+	for i := range env {
+		if env[i].v.Name == name {
+			return i
+		}
+	}
+	return -1
 }
 
 func sameEnv(a, b *corev1.EnvVar) bool {
