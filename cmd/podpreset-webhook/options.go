@@ -74,6 +74,11 @@ type Options struct {
 	// server.
 	KubeAPIQPS   float32
 	KubeAPIBurst int
+	// KubeAPICompression lets the API server gzip its responses and watch
+	// streams to this client (off: the webhook runs next to its API
+	// server, where compressing every watch event costs the API server
+	// CPU and saves no time).
+	KubeAPICompression bool
 
 	// Role is what this process runs: all (the webhook, and the sources
 	// controller when SourcesConfig is set), webhook (the webhook only; the
@@ -168,6 +173,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.StringVar(&o.Role, "role", o.Role, "all: the webhook, and the sources controller with --sources-config; webhook: the webhook only; sources: the sources controller only (a Deployment of its own, so that the webhook's service account needs no access to Secrets)")
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "requests per second to the API server (the sources controller writes a ConfigMap or Secret and a status per change)")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "burst of requests to the API server")
+	fs.BoolVar(&o.KubeAPICompression, "kube-api-compression", o.KubeAPICompression, "let the API server gzip its responses and watch streams to the webhook: for an API server across a slow link; off, it spends no CPU compressing every pod event it sends")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&o.Inventory, "inventory", o.Inventory, "on the leader, count every pod as applied, stale, missed or predating for each preset that selects it (status.pods), and restart the workloads of presets with spec.rollout.policy OnChange; needs list and watch of pods")
 	fs.DurationVar(&o.RolloutInterval, "rollout-interval", o.RolloutInterval, "least time between two workload restarts, cluster-wide (spec.rollout.minInterval paces each preset)")
