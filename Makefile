@@ -108,7 +108,7 @@ bench: servers ## Run the benchmarks: engine, handler, admission through the API
 
 .PHONY: bench-e2e
 bench-e2e: servers ## Admission through a real API server: no webhook, a do-nothing webhook, podpreset, the pre-merged pod; interleaved (about 8 minutes).
-	$(GO) test -count=1 -timeout 60m -run '^$$' -bench Admission -benchtime 1x ./test/bench/...
+	$(GO) test -count=1 -timeout 60m -run '^$$' -bench Admission -benchtime 1x ./test/bench/... $(BENCHFLAGS)
 
 .PHONY: bench-peers
 bench-peers: servers ## Kyverno beside podpreset on one control plane (builds Kyverno from the module proxy once first, a long build: 28 minutes here beside other work; the benchmark then takes under 2 minutes; never part of make test).
