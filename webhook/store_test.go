@@ -52,9 +52,13 @@ func TestStatusWritesLeaveTheIndexAlone(t *testing.T) {
 		t.Errorf("a write of pod counts and conditions loaded the preset again")
 	}
 	for name, change := range map[string]func(*v1alpha1.PodPreset){
-		"spec":               func(p *v1alpha1.PodPreset) { p.Generation++; p.Spec.Env[0].Value = "db2" },
-		"a source version":   func(p *v1alpha1.PodPreset) { p.Status.Sources = []v1alpha1.SourceStatus{{Source: "consul:app/db", Version: "7"}} },
-		"a foreign object":   func(p *v1alpha1.PodPreset) { p.Status.ForeignObjects = []v1alpha1.ObjectReference{{Kind: "ConfigMap", Name: "x"}} },
+		"spec": func(p *v1alpha1.PodPreset) { p.Generation++; p.Spec.Env[0].Value = "db2" },
+		"a source version": func(p *v1alpha1.PodPreset) {
+			p.Status.Sources = []v1alpha1.SourceStatus{{Source: "consul:app/db", Version: "7"}}
+		},
+		"a foreign object": func(p *v1alpha1.PodPreset) {
+			p.Status.ForeignObjects = []v1alpha1.ObjectReference{{Kind: "ConfigMap", Name: "x"}}
+		},
 		"content generation": func(p *v1alpha1.PodPreset) { p.Status.ContentGeneration = 1 },
 		"recreated":          func(p *v1alpha1.PodPreset) { p.UID = "u2" },
 	} {
