@@ -365,6 +365,14 @@ func TestNamespaceTheCacheHasNotSeen(t *testing.T) {
 				}}),
 			wantErr: "reading namespace shop: connection refused",
 		},
+		"the API server does not answer": {
+			live: interceptor.NewClient(fake.NewClientBuilder().WithScheme(s).Build(), interceptor.Funcs{
+				Get: func(ctx context.Context, _ client.WithWatch, _ client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
+					<-ctx.Done() // a connection that hangs: only the read's own bound ends it
+					return ctx.Err()
+				}}),
+			wantErr: "reading namespace shop: context deadline exceeded",
+		},
 	}
 	var lines []string
 	for name, tc := range cases {
@@ -372,6 +380,7 @@ func TestNamespaceTheCacheHasNotSeen(t *testing.T) {
 			m := testMutator(t, cartPresets()...)
 			m.Namespaces = fake.NewClientBuilder().WithScheme(s).Build() // the cache: no namespace yet
 			m.LiveNamespaces = tc.live
+			m.LiveReadTimeout = 100 * time.Millisecond
 			// An operator at -v 0: admissions log at 1, errors always.
 			m.LogLevel = 1
 			lines = nil

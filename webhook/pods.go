@@ -29,6 +29,10 @@ type PodMutator struct {
 	// has not seen it yet (created a moment before the pod); nil: such a
 	// namespace has only the label the API server sets on every one.
 	LiveNamespaces client.Reader
+	// LiveReadTimeout bounds that read (0: DefaultLiveReadTimeout), so
+	// that an API server slow to answer it leaves the webhook time to
+	// answer its own request: the API server waits 5 s by default.
+	LiveReadTimeout time.Duration
 	// OwnNamespace is the webhook's namespace, whose pods are left alone.
 	OwnNamespace string
 	// LogLevel is the verbosity at which each admission is logged, one
@@ -70,6 +74,10 @@ func (m *PodMutator) Handle(ctx context.Context, req *Request[PodObject]) (*admi
 	}
 	return resp, err
 }
+
+// DefaultLiveReadTimeout bounds the read of a namespace the cache has not
+// seen yet.
+const DefaultLiveReadTimeout = 2 * time.Second
 
 // patchBuffers are the arrays patches are written into: Done gives each
 // back once its answer is written.
@@ -207,7 +215,13 @@ func (m *PodMutator) namespace(ctx context.Context, name string) (presets.Namesp
 	err := m.Namespaces.Get(ctx, client.ObjectKey{Name: name}, ns)
 	if apierrors.IsNotFound(err) && m.LiveNamespaces != nil {
 		namespaceReads.Inc()
-		err = m.LiveNamespaces.Get(ctx, client.ObjectKey{Name: name}, ns)
+		timeout := m.LiveReadTimeout
+		if timeout <= 0 {
+			timeout = DefaultLiveReadTimeout
+		}
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		err = m.LiveNamespaces.Get(rctx, client.ObjectKey{Name: name}, ns)
+		cancel()
 	}
 	switch {
 	case apierrors.IsNotFound(err):
