@@ -53,6 +53,21 @@ import (
 // included).
 const bridgeLink = "ppcni0"
 
+// BridgeLink is the node's bridge, for tests of the node's network.
+const BridgeLink = bridgeLink
+
+// BridgeMAC is the bridge's hardware address, set when it is created. A
+// Linux bridge created without one takes the lowest address of its ports
+// and changes it as they come and go: deleting the pod whose veth had it
+// (an eviction, a rolling update) gave the host's addresses on the bridge
+// (the API server's among them) a new MAC, and every other pod kept
+// sending to the old one until its ARP entry expired, tens of seconds
+// without the API server. That was the node tier's intermittent failure:
+// a webhook replica whose lease renewals, namespace reads and watches all
+// stalled (and which the API server could not reach either), while the
+// other went on. A bridge given its address keeps it.
+const BridgeMAC = "02:70:70:63:6e:69"
+
 // Images the node loads, built from test/images.
 const (
 	PauseImage  = "podpreset.local/pause:test"
@@ -131,7 +146,7 @@ func setupLinks(n nodeNetwork) error {
 	}
 	bridgeOnes, _ := n.PodCIDR.Mask.Size()
 	for _, args := range [][]string{
-		{"link", "add", bridgeLink, "type", "bridge"},
+		{"link", "add", bridgeLink, "address", BridgeMAC, "type", "bridge"},
 		{"addr", "add", n.BridgeIP.String() + "/" + strconv.Itoa(bridgeOnes), "dev", bridgeLink},
 		{"addr", "add", n.HostIP.String() + "/32", "dev", bridgeLink},
 		{"link", "set", bridgeLink, "up"},
