@@ -29,7 +29,8 @@ import (
 //
 // Networking, without kube-proxy and without routing or NAT off the
 // machine:
-//   - Pods live on a bridge the node creates (ppcni0), with two addresses
+//   - Pods live on a bridge the node creates (ppcni0, with a hardware
+//     address of its own: BridgeMAC says why), with two addresses
 //     of the host on it: the pod range's first (10.234.0.1 unless that range
 //     is in use here) and the service range's first (10.233.0.1). The API
 //     server listens on the latter, port 443: that address is also the
