@@ -25,12 +25,13 @@ func BenchmarkStoreBurst(b *testing.B) {
 	all := presetstest.BenchPresets("shop", 2000)
 	for _, tc := range []struct {
 		name string
-		pace time.Duration
+		pace int
 	}{{"paced", rebuildPace}, {"unpaced", 0}} {
 		b.Run(tc.name, func(b *testing.B) {
-			defer func(p time.Duration) { rebuildPace = p }(rebuildPace)
+			defer func(p int) { rebuildPace = p }(rebuildPace)
 			rebuildPace = tc.pace
-			var rebuilds, cpu time.Duration
+			var rebuilds int64
+			var cpu time.Duration
 			n := 0
 			for b.Loop() {
 				s := NewStore()
@@ -65,7 +66,7 @@ func BenchmarkStoreBurst(b *testing.B) {
 					time.Sleep(time.Millisecond)
 				}
 				cpu += cpuTime(b) - before
-				rebuilds += time.Duration(count.Load())
+				rebuilds += count.Load()
 				n++
 				cancel()
 				<-done

@@ -229,7 +229,7 @@ func (s *Store) Presets() map[Key]*presets.Preset {
 // once) would otherwise have rebuilds run back to back, a whole core for
 // the burst's length. Paced, rebuilds take at most a fifth of one, and a
 // change waits at most four rebuilds' time longer to reach the index.
-var rebuildPace time.Duration = 4
+var rebuildPace = 4
 
 // Run rebuilds the index whenever presets change, until ctx ends.
 func (s *Store) Run(ctx context.Context) {
@@ -241,7 +241,7 @@ func (s *Store) Run(ctx context.Context) {
 		}
 		start := time.Now()
 		s.rebuild()
-		if pause := rebuildPace * time.Since(start); pause >= time.Millisecond {
+		if pause := time.Duration(rebuildPace) * time.Since(start); pause >= time.Millisecond {
 			t := time.NewTimer(pause)
 			select {
 			case <-ctx.Done():

@@ -8,9 +8,7 @@
 //
 // Its API client asks for no gzip (the API server would compress every pod
 // watch event: --kube-api-compression turns it back on for a distant API
-// server), and the lease's renewals and the admission path's reads of a
-// namespace the cache has not seen go over a connection of their own, not
-// the one the informers' watch streams share (run).
+// server).
 //
 // main parses flags into Options, validates them and calls run; run is what
 // the e2e tests and `make run` start.

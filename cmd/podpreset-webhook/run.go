@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"time"
@@ -123,15 +122,6 @@ func run(ctx context.Context, opts Options) error {
 	// went to inflating its pod watch, and more of the API server's to
 	// deflating it.
 	cfg.DisableCompression = !opts.KubeAPICompression
-	// direct is cfg on a connection of its own (a Dial function keeps
-	// client-go from sharing its cached transport): the lease's renewals
-	// and the admission path's reads of a namespace the cache has not seen
-	// do not queue behind the informers' watch streams on one HTTP/2
-	// connection. Seen in the node tier: a leader busy with a burst of pod
-	// events had its renewals and reads time out on the shared connection
-	// while the other replica's went through.
-	direct := rest.CopyConfig(cfg)
-	direct.Dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	scheme, err := newScheme()
 	if err != nil {
 		return fmt.Errorf("building the scheme: %w", err)
@@ -173,7 +163,7 @@ func run(ctx context.Context, opts Options) error {
 	if ws != nil {
 		store = webhook.NewStore()
 		store.Tenancy = tenancy
-		if err := ws.register(mgr, direct, opts, store); err != nil {
+		if err := ws.register(mgr, opts, store); err != nil {
 			return err
 		}
 	} else if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
@@ -188,7 +178,6 @@ func run(ctx context.Context, opts Options) error {
 			HealthProbeBindAddress:        "0",
 			NewCache:                      func(*rest.Config, cache.Options) (cache.Cache, error) { return borrowedCache{mgr.GetCache()}, nil },
 			LeaderElection:                opts.LeaderElect,
-			LeaderElectionConfig:          direct,
 			LeaderElectionID:              leaseID,
 			LeaderElectionNamespace:       opts.Namespace,
 			LeaderElectionReleaseOnCancel: true,
@@ -328,19 +317,15 @@ func newWebhookSetup(opts Options) (*webhookSetup, error) {
 
 // register adds what every replica runs to the serving manager: the preset
 // index, the handlers, the certificate it serves and the readiness checks.
-func (ws *webhookSetup) register(mgr manager.Manager, direct *rest.Config, opts Options, store *webhook.Store) error {
+func (ws *webhookSetup) register(mgr manager.Manager, opts Options, store *webhook.Store) error {
 	// The manager runs the webhook server once it has been asked for it.
 	server := mgr.GetWebhookServer()
-	live, err := client.New(direct, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
-	if err != nil {
-		return fmt.Errorf("the namespace reader: %w", err)
-	}
 	if err := mgr.Add(storeRunnable{store: store, mgr: mgr}); err != nil {
 		return fmt.Errorf("adding the preset store: %w", err)
 	}
 	limiter := webhook.NewLimiter(opts.MaxInFlight, opts.MaxInFlightBytes)
 	server.Register(mutatePodsPath, webhook.Serve(&webhook.PodMutator{
-		Presets: store, Namespaces: mgr.GetCache(), LiveNamespaces: live, OwnNamespace: opts.Namespace, Wait: opts.PresetWait,
+		Presets: store, Namespaces: mgr.GetCache(), LiveNamespaces: mgr.GetAPIReader(), OwnNamespace: opts.Namespace, Wait: opts.PresetWait,
 		LogLevel: opts.AdmissionLogLevel,
 	}, limiter, webhook.MaxPodReviewBytes))
 	server.Register(validatePresetsPath, webhook.Serve(&webhook.PresetValidator{Checks: store.Checks, Expect: store.Expect}, limiter, webhook.MaxPresetReviewBytes))
