@@ -42,6 +42,10 @@ func MergePatch(pod *corev1.Pod, ns Namespace, presets []*Preset, own OwnLists) 
 func AppendMergePatch(dst []byte, pod *corev1.Pod, ns Namespace, presets []*Preset, own OwnLists) (Result, []byte, error) {
 	m, res := merge(pod, ns, presets, false)
 	res.Pod = nil
+	if m == nil {
+		return res, nil, nil
+	}
+	defer m.release()
 	if !res.Changed {
 		return res, nil, nil
 	}

@@ -40,6 +40,7 @@ type Preset struct {
 	nsSelector  labels.Selector // nil for a PodPreset
 	containers  []string        // nil: every container
 	env         []corev1.EnvVar
+	envKeys     []nameKey // env's names, hashed for the merge's filters
 	envFrom     []corev1.EnvFromSource
 	volumes     []corev1.Volume
 	mounts      []corev1.VolumeMount
@@ -129,6 +130,7 @@ func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector,
 	}
 	for i := range spec.Env {
 		p.env = append(p.env, coreEnv(ref.Name, &spec.Env[i]))
+		p.envKeys = append(p.envKeys, keyOf(spec.Env[i].Name))
 	}
 	for i := range spec.EnvFrom {
 		p.envFrom = append(p.envFrom, coreEnvFrom(ref.Name, &spec.EnvFrom[i]))
