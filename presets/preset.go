@@ -59,6 +59,8 @@ type Preset struct {
 	sourceVersions string
 	// refusal says why the preset is never applied; nil when it is.
 	refusal *Refusal
+	// sourced says whether the spec takes values from Consul or Vault.
+	sourced bool
 	// created is when the preset was created; contentGeneration the
 	// generation at which what it injects last changed (status), for
 	// Classify.
@@ -153,6 +155,7 @@ func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector,
 	}
 	slices.SortFunc(p.annotations, func(a, b annotation) int { return strings.Compare(a.key, b.key) })
 	p.sourceVersions = sourceVersions(spec, status)
+	p.sourced = HasSources(spec)
 	p.contentGeneration = ref.Generation
 	if g := status.ContentGeneration; g > 0 && g <= ref.Generation {
 		p.contentGeneration = g

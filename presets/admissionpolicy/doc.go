@@ -1,0 +1,42 @@
+// Package admissionpolicy compiles presets into a native
+// MutatingAdmissionPolicy (admissionregistration.k8s.io/v1, stable in
+// Kubernetes 1.36) and its binding, so that the API server applies them in
+// process, with no webhook in the pod-creation path, and stores the pod the
+// webhook would have stored (issue 14; the differential e2e test,
+// test/e2e/admissionpolicy_test.go, is the proof). It is pure: no client,
+// no I/O.
+//
+// # One policy, every preset of its namespaces, in order
+//
+// The engine's result depends on the order of the presets that match (the
+// first to add a key wins; env and envFrom keep preset order), and the API
+// server's order among several policies is not one podpreset controls. So
+// a policy holds every preset that can match a pod of the namespaces it is
+// bound to, in the engine's order (PodPresets by name, then
+// ClusterPodPresets by name), and each preset is a matching condition in
+// CEL: its selector on the pod's labels, a ClusterPodPreset's
+// namespaceSelector on namespaceObject's labels (so a label change needs no
+// recompilation). The merge is one JSON patch, computed in CEL as the
+// engine computes it: per list and per container, the candidates the
+// matching presets inject, the first of each key kept unless the list
+// already has it, inserted before the container's own env and envFrom and
+// after its own volumeMounts, volumes and imagePullSecrets; annotations
+// when absent; podpreset.dev/applied as recordApplied writes it. The
+// pod's own entries are never rewritten: every operation is an add, so
+// fields unknown to our types survive.
+//
+// Injected values are typed object constructions
+// (Object.spec.containers.env{…}) built from the compiled values' JSON, so
+// the API server decodes into the pod exactly what the webhook's patch
+// carries. The API server's CEL has no cel.bind; [e].map(x, body)[0]
+// binds x alike.
+//
+// # What is not compiled
+//
+// Check refuses, naming the field: presets with Consul or Vault values
+// (their materialised objects are checked at admission), with foreign
+// objects in their status, and with injected init containers (they are
+// targets of every preset's entries and compared whole with the pod's;
+// not compiled yet). Conflicts are not reported: an admission policy
+// cannot warn; the webhook does.
+package admissionpolicy

@@ -1,0 +1,443 @@
+package admissionpolicy
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+
+	"github.com/podpreset/podpreset/presets"
+)
+
+// Policy is a MutatingAdmissionPolicy and the binding that puts it in
+// force.
+type Policy struct {
+	Policy  *admissionregistrationv1.MutatingAdmissionPolicy
+	Binding *admissionregistrationv1.MutatingAdmissionPolicyBinding
+}
+
+// Refusal is a preset the compiler cannot express, and why: the field
+// that stands in the way.
+type Refusal struct {
+	Preset presets.Ref
+	Field  string
+	Reason string
+}
+
+func (r *Refusal) Error() string {
+	return r.Preset.String() + ": " + r.Field + ": " + r.Reason + "; the webhook serves it"
+}
+
+// Check says whether a preset can be compiled: nil, or a *Refusal naming
+// the field that cannot be.
+func Check(p *presets.Preset) error {
+	c := p.Content()
+	refuse := func(field, reason string) error { return &Refusal{Preset: p.Ref(), Field: field, Reason: reason} }
+	switch {
+	case c.Sourced:
+		return refuse("spec", "takes values from Consul or Vault, whose materialised objects the webhook checks at admission")
+	case c.Foreign:
+		return refuse("status.foreignObjects", "objects under its materialised names are someone else's")
+	case len(c.InitContainers) > 0:
+		return refuse("spec.initContainers", "injected init containers are not compiled to a policy")
+	}
+	if err := selectorCEL(c.Selector, "variables.labels", new(strings.Builder)); err != nil {
+		return refuse("spec.selector", err.Error())
+	}
+	if c.NamespaceSelector != nil {
+		if err := selectorCEL(c.NamespaceSelector, "variables.nsLabels", new(strings.Builder)); err != nil {
+			return refuse("spec.namespaceSelector", err.Error())
+		}
+	}
+	return nil
+}
+
+// Compile compiles presets, in application order (PodPresets by name,
+// then ClusterPodPresets by name, as presets.Set.Match orders them), into
+// one policy named name whose binding selects the namespaces
+// namespaceSelector selects (every namespace when nil) but kube-system and
+// those labelled podpreset.dev/ignore=true. Refused presets (the preset
+// policy's) are left out, as the webhook leaves them out. A preset Check
+// refuses fails the whole compilation.
+func Compile(name string, ps []*presets.Preset, namespaceSelector *metav1.LabelSelector) (Policy, error) {
+	var errs []error
+	var served []*presets.Preset
+	for _, p := range ps {
+		if p.Refused() != nil {
+			continue
+		}
+		if err := Check(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		served = append(served, p)
+	}
+	if len(errs) > 0 {
+		return Policy{}, errors.Join(errs...)
+	}
+	g := &gen{presets: served}
+	expr, vars, err := g.program()
+	if err != nil {
+		return Policy{}, fmt.Errorf("compiling policy %s: %w", name, err)
+	}
+	fail := admissionregistrationv1.Fail
+	equivalent := admissionregistrationv1.Equivalent
+	pol := &admissionregistrationv1.MutatingAdmissionPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(), Kind: "MutatingAdmissionPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelManagedBy: ManagedBy}},
+		Spec: admissionregistrationv1.MutatingAdmissionPolicySpec{
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				MatchPolicy: &equivalent,
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+				}}},
+			},
+			Variables:          vars,
+			Mutations:          []admissionregistrationv1.Mutation{{PatchType: admissionregistrationv1.PatchTypeJSONPatch, JSONPatch: &admissionregistrationv1.JSONPatch{Expression: expr}}},
+			FailurePolicy:      &fail,
+			ReinvocationPolicy: admissionregistrationv1.IfNeededReinvocationPolicy,
+		},
+	}
+	nsSel := &metav1.LabelSelector{}
+	if namespaceSelector != nil {
+		nsSel = namespaceSelector.DeepCopy()
+	}
+	nsSel.MatchExpressions = append(nsSel.MatchExpressions,
+		metav1.LabelSelectorRequirement{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: []string{presets.SystemNamespace}},
+		metav1.LabelSelectorRequirement{Key: presets.LabelIgnore, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"true"}})
+	bind := &admissionregistrationv1.MutatingAdmissionPolicyBinding{
+		TypeMeta:   metav1.TypeMeta{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(), Kind: "MutatingAdmissionPolicyBinding"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelManagedBy: ManagedBy}},
+		Spec: admissionregistrationv1.MutatingAdmissionPolicyBindingSpec{
+			PolicyName:     name,
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: nsSel},
+		},
+	}
+	return Policy{Policy: pol, Binding: bind}, nil
+}
+
+// The label on every policy and binding podpreset writes.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "podpreset"
+)
+
+// gen writes a policy's CEL.
+type gen struct {
+	presets []*presets.Preset
+}
+
+// program returns the mutation's expression and the variables it reads.
+func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
+	vars := []admissionregistrationv1.Variable{
+		{Name: "labels", Expression: `has(object.metadata.labels) ? object.metadata.labels : {}`},
+		{Name: "ann", Expression: `has(object.metadata.annotations) ? object.metadata.annotations : {}`},
+		{Name: "nsLabels", Expression: `namespaceObject != null && has(namespaceObject.metadata.labels) ? namespaceObject.metadata.labels : {}`},
+		// presets.Skip: mirror pods and pods that opted out.
+		{Name: "skip", Expression: fmt.Sprintf(`(%[1]s in variables.ann && variables.ann[%[1]s] != "") || (%[2]s in variables.ann && variables.ann[%[2]s] == "true") || (%[3]s in variables.ann && variables.ann[%[3]s] == "true")`,
+			quote(corev1.MirrorPodAnnotationKey), quote(presets.AnnotationExclude), quote(presets.AnnotationExcludeLegacy))},
+	}
+	var any []string
+	for k, p := range g.presets {
+		c := p.Content()
+		var b strings.Builder
+		if err := selectorCEL(c.Selector, "variables.labels", &b); err != nil {
+			return "", nil, err
+		}
+		if c.NamespaceSelector != nil {
+			b.WriteString(" && ")
+			if err := selectorCEL(c.NamespaceSelector, "variables.nsLabels", &b); err != nil {
+				return "", nil, err
+			}
+		}
+		vars = append(vars, admissionregistrationv1.Variable{Name: matchVar(k), Expression: b.String()})
+		any = append(any, "variables."+matchVar(k))
+	}
+	if len(any) == 0 {
+		return "[]", vars, nil
+	}
+	// applied: [prefix, entry] of each matching preset, in order, for
+	// podpreset.dev/applied.
+	var applied []string
+	for k, p := range g.presets {
+		r := p.Ref()
+		prefix := r.Kind + "/" + r.Name + "@"
+		applied = append(applied, fmt.Sprintf("variables.%s ? [[%s, %s]] : []", matchVar(k), quote(prefix), quote(prefix+strconv.FormatInt(r.Generation, 10))))
+	}
+	vars = append(vars,
+		admissionregistrationv1.Variable{Name: "applied", Expression: "[" + strings.Join(wrap(applied), ", ") + "].flatten()"},
+		admissionregistrationv1.Variable{Name: "oldApplied", Expression: fmt.Sprintf(`%[1]s in variables.ann ? variables.ann[%[1]s] : ""`, quote(presets.AnnotationApplied))},
+		// presets' recordApplied: the first application writes every
+		// entry; a later one updates each preset's first entry in place
+		// and appends the presets it lacks.
+		admissionregistrationv1.Variable{Name: "newApplied", Expression: `variables.oldApplied == "" ? variables.applied.map(r, r[1]).join(",") : ` +
+			`cel.bind(es, variables.oldApplied.split(","), (lists.range(size(es)).map(i, cel.bind(hit, variables.applied.filter(r, es[i].trim().startsWith(r[0]) && !es.slice(0, i).exists(x, x.trim().startsWith(r[0]))), size(hit) > 0 ? hit[0][1] : es[i])) + ` +
+			`variables.applied.filter(r, !es.exists(x, x.trim().startsWith(r[0]))).map(r, r[1])).join(","))`},
+	)
+	pod, err := g.podOps()
+	if err != nil {
+		return "", nil, err
+	}
+	ctrs, err := g.containerOps()
+	if err != nil {
+		return "", nil, err
+	}
+	expr := "variables.skip || !(" + strings.Join(any, " || ") + ") ? [] :\n" + pod + " +\n" + ctrs
+	for i := range vars {
+		vars[i].Expression = unbind(vars[i].Expression)
+	}
+	return unbind(expr), vars, nil
+}
+
+// unbind rewrites cel.bind(x, e, body), which the API server's CEL for
+// admission policies lacks, as [e].map(x, body)[0], which binds x alike.
+func unbind(expr string) string {
+	for {
+		i := strings.LastIndex(expr, "cel.bind(")
+		if i < 0 {
+			return expr
+		}
+		// The bind's three arguments end at its closing parenthesis.
+		args, end := splitArgs(expr[i+len("cel.bind("):])
+		expr = expr[:i] + "[" + args[1] + "].map(" + args[0] + ", " + args[2] + ")[0]" + expr[i+len("cel.bind(")+end:]
+	}
+}
+
+// splitArgs splits s, the text after a call's opening parenthesis, into
+// the call's top-level arguments, and returns where the call ends (after
+// its closing parenthesis). Strings are skipped whole.
+func splitArgs(s string) ([]string, int) {
+	var args []string
+	depth, start := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			for i++; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' {
+					i++
+				}
+			}
+		case '(', '[', '{':
+			depth++
+		case ')', ']', '}':
+			if depth == 0 {
+				return append(args, strings.TrimSpace(s[start:i])), i + 1
+			}
+			depth--
+		case ',':
+			if depth == 0 {
+				args = append(args, strings.TrimSpace(s[start:i]))
+				start = i + 1
+			}
+		}
+	}
+	panic("unbalanced CEL: " + s)
+}
+
+func matchVar(k int) string { return "m" + strconv.Itoa(k) }
+
+func wrap(xs []string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = "(" + x + ")"
+	}
+	return out
+}
+
+// candidates renders the list of the entries the matching presets inject,
+// in order: [m0 ? [e, …] : [], …].flatten(). cond adds a condition per
+// preset (its container targeting); entries renders a preset's entries.
+func (g *gen) candidates(cond func(presets.Content) string, entries func(presets.Content) ([]string, error)) (string, bool, error) {
+	var parts []string
+	for k, p := range g.presets {
+		c := p.Content()
+		es, err := entries(c)
+		if err != nil {
+			return "", false, fmt.Errorf("%s: %w", p.Ref(), err)
+		}
+		if len(es) == 0 {
+			continue
+		}
+		test := "variables." + matchVar(k)
+		if cond != nil {
+			if extra := cond(c); extra != "" {
+				test += " && " + extra
+			}
+		}
+		parts = append(parts, "("+test+" ? ["+strings.Join(es, ", ")+"] : [])")
+	}
+	if len(parts) == 0 {
+		return "[]", false, nil
+	}
+	return "[" + strings.Join(parts, ", ") + "].flatten()", true, nil
+}
+
+func literals[T any](list []T, typePath string) ([]string, error) {
+	out := make([]string, 0, len(list))
+	for i := range list {
+		l, err := literal(&list[i], typePath)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// addEntries renders the patch operations that add what cand holds and the
+// list at path (whose value in the object is own) lacks, by key: kept in
+// order, the first of each key, none the list has. first puts them before
+// the list's own entries, else after.
+func addEntries(cand, own, path, key string, first bool) string {
+	keep := fmt.Sprintf(`lists.range(size(cand)).filter(j, !ownKeys.exists(o, o == %[1]s) && !cand.slice(0, j).exists(x, %[2]s == %[1]s)).map(j, cand[j])`,
+		strings.ReplaceAll(key, "@", "cand[j]"), strings.ReplaceAll(key, "@", "x"))
+	at := `string(j)`
+	if !first {
+		at = `"-"`
+	}
+	return fmt.Sprintf(`cel.bind(cand, %[1]s, cel.bind(ownKeys, has(%[2]s) ? %[2]s.map(o, %[3]s) : [], cel.bind(keep, %[4]s, `+
+		`size(keep) == 0 ? [] : has(%[2]s) ? lists.range(size(keep)).map(j, JSONPatch{op: "add", path: %[5]s + "/" + %[6]s, value: keep[j]}) : [JSONPatch{op: "add", path: %[5]s, value: keep}])))`,
+		cand, own, strings.ReplaceAll(key, "@", "o"), keep, path, at)
+}
+
+// podOps renders the operations on the pod's own fields: volumes, image
+// pull secrets, annotations.
+func (g *gen) podOps() (string, error) {
+	var ops []string
+	vols, ok, err := g.candidates(nil, func(c presets.Content) ([]string, error) { return literals(c.Volumes, "Object.spec.volumes") })
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		ops = append(ops, addEntries(vols, "object.spec.volumes", `"/spec/volumes"`, "@.name", false))
+	}
+	pulls, ok, err := g.candidates(nil, func(c presets.Content) ([]string, error) {
+		return literals(c.ImagePullSecrets, "Object.spec.imagePullSecrets")
+	})
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		ops = append(ops, addEntries(pulls, "object.spec.imagePullSecrets", `"/spec/imagePullSecrets"`, `(has(@.name) ? @.name : "")`, false))
+	}
+	// Annotations: the presets' (when the pod lacks the key and no earlier
+	// preset set it), then podpreset.dev/applied when it changes.
+	anns, _, err := g.candidates(nil, func(c presets.Content) ([]string, error) {
+		var out []string
+		for _, a := range c.Annotations {
+			out = append(out, "["+quote(a[0])+", "+quote(a[1])+"]")
+		}
+		return out, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	ops = append(ops, fmt.Sprintf(`cel.bind(cand, %[1]s, cel.bind(keep, lists.range(size(cand)).filter(j, !(cand[j][0] in variables.ann) && !cand.slice(0, j).exists(x, x[0] == cand[j][0])).map(j, cand[j]) + `+
+		`(variables.newApplied != variables.oldApplied ? [[%[2]s, variables.newApplied]] : []), `+
+		`size(keep) == 0 ? [] : (has(object.metadata.annotations) ? [] : [JSONPatch{op: "add", path: "/metadata/annotations", value: {}}]) + `+
+		`keep.map(a, JSONPatch{op: "add", path: "/metadata/annotations/" + jsonpatch.escapeKey(a[0]), value: a[1]})))`,
+		anns, quote(presets.AnnotationApplied)))
+	return strings.Join(ops, " +\n"), nil
+}
+
+// containerOps renders the operations on every init container and
+// container: env and envFrom before their own, volumeMounts after.
+func (g *gen) containerOps() (string, error) {
+	var lists []string
+	for _, l := range []string{"initContainers", "containers"} {
+		typ := "Object.spec." + l
+		target := func(c presets.Content) string {
+			if c.Containers == nil {
+				return ""
+			}
+			var names []string
+			for _, n := range c.Containers {
+				names = append(names, quote(n))
+			}
+			return "c.name in [" + strings.Join(names, ", ") + "]"
+		}
+		var ops []string
+		env, ok, err := g.candidates(target, func(c presets.Content) ([]string, error) { return literals(c.Env, typ+".env") })
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			ops = append(ops, addEntries(env, "c.env", `p + "/env"`, "@.name", true))
+		}
+		envFrom, ok, err := g.candidates(target, func(c presets.Content) ([]string, error) { return literals(c.EnvFrom, typ+".envFrom") })
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			ops = append(ops, addEntries(envFrom, "c.envFrom", `p + "/envFrom"`, envFromKey, true))
+		}
+		mounts, ok, err := g.candidates(target, func(c presets.Content) ([]string, error) {
+			return literals(c.VolumeMounts, typ+".volumeMounts")
+		})
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			ops = append(ops, addEntries(mounts, "c.volumeMounts", `p + "/volumeMounts"`, "@.mountPath", false))
+		}
+		if len(ops) == 0 {
+			continue
+		}
+		lists = append(lists, fmt.Sprintf(`(has(object.spec.%[1]s) ? lists.range(size(object.spec.%[1]s)).map(i, cel.bind(c, object.spec.%[1]s[i], cel.bind(p, "/spec/%[1]s/" + string(i), %[2]s))).flatten() : [])`,
+			l, strings.Join(ops, " + ")))
+	}
+	if len(lists) == 0 {
+		return "[]", nil
+	}
+	return strings.Join(lists, " +\n"), nil
+}
+
+// envFromKey is presets' key of an envFrom entry E: (configMap name,
+// secret name, prefix); @ stands for the entry.
+const envFromKey = `((has(@.configMapRef) ? "c/" + (has(@.configMapRef.name) ? @.configMapRef.name : "") : "-") + "|" + ` +
+	`(has(@.secretRef) ? "s/" + (has(@.secretRef.name) ? @.secretRef.name : "") : "-") + "|" + (has(@.prefix) ? @.prefix : ""))`
+
+// selectorCEL writes a label selector as a CEL condition on the label map
+// m: every requirement holds.
+func selectorCEL(sel labels.Selector, m string, b *strings.Builder) error {
+	reqs, selectable := sel.Requirements()
+	if !selectable {
+		b.WriteString("false")
+		return nil
+	}
+	if len(reqs) == 0 {
+		b.WriteString("true")
+		return nil
+	}
+	for i, r := range reqs {
+		if i > 0 {
+			b.WriteString(" && ")
+		}
+		key := quote(r.Key())
+		var vals []string
+		for _, v := range r.ValuesUnsorted() {
+			vals = append(vals, quote(v))
+		}
+		in := "[" + strings.Join(vals, ", ") + "]"
+		switch r.Operator() {
+		case selection.In, selection.Equals, selection.DoubleEquals:
+			fmt.Fprintf(b, "(%[1]s in %[2]s && %[2]s[%[1]s] in %[3]s)", key, m, in)
+		case selection.NotIn, selection.NotEquals:
+			fmt.Fprintf(b, "!(%[1]s in %[2]s && %[2]s[%[1]s] in %[3]s)", key, m, in)
+		case selection.Exists:
+			fmt.Fprintf(b, "(%s in %s)", key, m)
+		case selection.DoesNotExist:
+			fmt.Fprintf(b, "!(%s in %s)", key, m)
+		default:
+			return fmt.Errorf("operator %s is not compiled", r.Operator())
+		}
+	}
+	return nil
+}
