@@ -1,0 +1,366 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/admissionpolicy"
+	"github.com/podpreset/podpreset/presets/v1alpha1"
+)
+
+// policyCase is one differential case: presets and a pod.
+type policyCase struct {
+	pps  []*v1alpha1.PodPreset
+	cpps []*v1alpha1.ClusterPodPreset
+	pod  *corev1.Pod
+}
+
+// TestPolicyStoresWhatTheWebhookStores is issue 14's differential proof:
+// each generated case's presets are created in a namespace the webhook
+// serves, and compiled (admissionpolicy) into a policy bound to a twin
+// namespace the webhook has no preset for; the case's pod is created
+// (server-side dry run) in both, and the two pods the API server would
+// store must be equal in every field but the namespace. The generator
+// draws names and values from small alphabets, so that keys collide
+// between the pod and the presets and between presets: conflicts, targets,
+// opt-outs, a podpreset.dev/applied the pod already has.
+func TestPolicyStoresWhatTheWebhookStores(t *testing.T) {
+	const cases = 240
+	r := rand.New(rand.NewPCG(14, 2026))
+	ctx := t.Context()
+	type twin struct {
+		c          policyCase
+		web, pol   string // namespaces
+		sentinel   string
+		compileErr error
+	}
+	var twins []*twin
+	for i := range cases {
+		c := genPolicyCase(r, i)
+		tw := &twin{c: c, web: namespace(t, map[string]string{"podpreset.dev/case": "w" + strconv.Itoa(i)}),
+			pol: namespace(t, map[string]string{"podpreset.dev/case": "p" + strconv.Itoa(i)})}
+		// A sentinel preset that no case pod matches tells when each side
+		// serves the case's presets.
+		sentinel := podPreset("zz-sentinel", tw.web, map[string]string{"probe": strconv.Itoa(i)}, env("SENTINEL", "1"))
+		var loaded []*presets.Preset
+		for _, pp := range append(slices.Clone(c.pps), sentinel) {
+			pp := pp.DeepCopy()
+			pp.Namespace = tw.web
+			createPreset(t, pp)
+			loaded = append(loaded, load(t, pp))
+		}
+		for _, cpp := range c.cpps {
+			cpp := cpp.DeepCopy()
+			cpp.Spec.NamespaceSelector = metav1.LabelSelector{MatchLabels: map[string]string{"podpreset.dev/case": "w" + strconv.Itoa(i)}}
+			createPreset(t, cpp)
+			// The policy's twin selects the policy's namespace.
+			twinCPP := cpp.DeepCopy()
+			twinCPP.Spec.NamespaceSelector = metav1.LabelSelector{MatchLabels: map[string]string{"podpreset.dev/case": "p" + strconv.Itoa(i)}}
+			loaded = append(loaded, load(t, twinCPP))
+		}
+		slices.SortStableFunc(loaded, func(a, b *presets.Preset) int {
+			if ka, kb := a.Ref().Kind == v1alpha1.KindClusterPodPreset, b.Ref().Kind == v1alpha1.KindClusterPodPreset; ka != kb {
+				if ka {
+					return 1
+				}
+				return -1
+			}
+			return cmpString(a.Ref().Name, b.Ref().Name)
+		})
+		name := "podpreset-e2e-" + tw.pol
+		pol, err := admissionpolicy.Compile(name, loaded, &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: tw.pol}})
+		if err != nil {
+			t.Fatalf("case %d: compiling: %v", i, err)
+		}
+		create(t, pol.Policy)
+		create(t, pol.Binding)
+		t.Cleanup(func() {
+			_ = k8s.Delete(context.Background(), pol.Binding)
+			_ = k8s.Delete(context.Background(), pol.Policy)
+		})
+		tw.sentinel = strconv.Itoa(i)
+		twins = append(twins, tw)
+	}
+	// Both sides serve every case before any is compared.
+	for _, tw := range twins {
+		probe := tw.c.pod.DeepCopy()
+		probe.Labels = map[string]string{"probe": tw.sentinel}
+		probe.Annotations = nil
+		for _, ns := range []string{tw.web, tw.pol} {
+			eventually(t, 20*time.Second, func() error {
+				got, err := dryRun(ctx, probe, ns)
+				if err != nil {
+					return err
+				}
+				if a := got.Annotations[presets.AnnotationApplied]; !strings.Contains(a, "PodPreset/zz-sentinel@1") {
+					return fmt.Errorf("a probe in %s got %q, not the sentinel preset", ns, a)
+				}
+				return nil
+			})
+		}
+	}
+	compared, changed := 0, 0
+	for i, tw := range twins {
+		web, err := dryRun(ctx, tw.c.pod, tw.web)
+		if err != nil {
+			t.Fatalf("case %d: webhook side: %v", i, err)
+		}
+		pol, err := dryRun(ctx, tw.c.pod, tw.pol)
+		if err != nil {
+			t.Fatalf("case %d: policy side: %v", i, err)
+		}
+		web.Namespace, pol.Namespace = "", ""
+		web.UID, pol.UID = "", ""
+		web.CreationTimestamp, pol.CreationTimestamp = metav1.Time{}, metav1.Time{}
+		web.ManagedFields, pol.ManagedFields = nil, nil
+		if diff := cmp.Diff(web, pol); diff != "" {
+			t.Errorf("case %d: the pod with the policy differs from the pod with the webhook (-webhook +policy):\n%s\npresets: %s",
+				i, diff, describeCase(tw.c))
+		}
+		compared++
+		if web.Annotations[presets.AnnotationApplied] != tw.c.pod.Annotations[presets.AnnotationApplied] {
+			changed++
+		}
+	}
+	t.Logf("%d cases compared, %d of them with presets applied", compared, changed)
+	if changed < cases/3 {
+		t.Errorf("only %d of %d cases had presets applied: the generator no longer exercises the merge", changed, cases)
+	}
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// load compiles a preset as the webhook does (generation 1 when unset).
+func load(t *testing.T, obj v1alpha1.Object) *presets.Preset {
+	t.Helper()
+	if obj.GetGeneration() == 0 {
+		obj.SetGeneration(1)
+	}
+	p, errs := presets.Load(obj)
+	if len(errs) > 0 {
+		t.Fatalf("loading %s: %v", obj.GetName(), errs.ToAggregate())
+	}
+	return p
+}
+
+// dryRun creates the pod in ns with a server-side dry run, retrying a
+// moment while the API server is busy, and returns what it would store.
+func dryRun(ctx context.Context, pod *corev1.Pod, ns string) (*corev1.Pod, error) {
+	var err error
+	for range 3 {
+		p := pod.DeepCopy()
+		p.Namespace = ns
+		if err = k8s.Create(ctx, p, client.DryRunAll); err == nil {
+			return p, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nil, err
+}
+
+func describeCase(c policyCase) string {
+	s := ""
+	for _, pp := range c.pps {
+		s += fmt.Sprintf("\n  PodPreset %s: %+v", pp.Name, pp.Spec)
+	}
+	for _, cpp := range c.cpps {
+		s += fmt.Sprintf("\n  ClusterPodPreset %s: %+v", cpp.Name, cpp.Spec.PodPresetSpec)
+	}
+	return s
+}
+
+// genPolicyCase draws a case: a pod and one to three presets, with names
+// and values from alphabets of two to four so that they collide.
+func genPolicyCase(r *rand.Rand, i int) policyCase {
+	of := func(xs ...string) string { return xs[r.IntN(len(xs))] }
+	genEnv := func() []corev1.EnvVar {
+		var out []corev1.EnvVar
+		for range r.IntN(4) {
+			e := corev1.EnvVar{Name: of("A", "B", "C", "D")}
+			if r.IntN(4) == 0 {
+				e.ValueFrom = &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: of("x", "y")}, Key: "k"}}
+			} else {
+				e.Value = of("1", "2")
+			}
+			if !slices.ContainsFunc(out, func(x corev1.EnvVar) bool { return x.Name == e.Name }) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	genEnvFrom := func() []corev1.EnvFromSource {
+		var out []corev1.EnvFromSource
+		for range r.IntN(3) {
+			e := corev1.EnvFromSource{Prefix: of("", "P_")}
+			if r.IntN(3) == 0 {
+				e.SecretRef = &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: of("x", "y")}}
+			} else {
+				e.ConfigMapRef = &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: of("x", "y")}}
+				if r.IntN(3) == 0 {
+					e.ConfigMapRef.Optional = new(true)
+				}
+			}
+			if !slices.ContainsFunc(out, func(x corev1.EnvFromSource) bool { return envFromKeyOf(x) == envFromKeyOf(e) }) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	genMounts := func() []corev1.VolumeMount {
+		var out []corev1.VolumeMount
+		for range r.IntN(3) {
+			m := corev1.VolumeMount{Name: of("v1", "v2"), MountPath: of("/a", "/b", "/c"), ReadOnly: r.IntN(3) == 0}
+			if !slices.ContainsFunc(out, func(x corev1.VolumeMount) bool { return x.MountPath == m.MountPath }) {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	genVolumes := func() []corev1.Volume {
+		var out []corev1.Volume
+		for range r.IntN(3) {
+			v := corev1.Volume{Name: of("v1", "v2", "v3"), VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+			if r.IntN(2) == 0 {
+				v.VolumeSource = corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: of("x", "y")}}}
+			}
+			if !slices.ContainsFunc(out, func(x corev1.Volume) bool { return x.Name == v.Name }) {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	container := func(name string) corev1.Container {
+		return corev1.Container{Name: name, Image: "registry.example/" + name + ":1", Env: genEnv(), EnvFrom: genEnvFrom(), VolumeMounts: genMounts()}
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "case-" + strconv.Itoa(i), Labels: map[string]string{"app": of("web", "api")}}}
+	pod.Spec.Containers = []corev1.Container{container("app")}
+	if r.IntN(2) == 0 {
+		pod.Spec.Containers = append(pod.Spec.Containers, container("side"))
+	}
+	if r.IntN(2) == 0 {
+		pod.Spec.InitContainers = []corev1.Container{container(of("init", "setup"))}
+	}
+	// Volumes the pod's own mounts need exist (the API server validates the
+	// pod), and the presets' mounts name volumes the presets add.
+	pod.Spec.Volumes = genVolumes()
+	for _, v := range []string{"v1", "v2"} {
+		if !slices.ContainsFunc(pod.Spec.Volumes, func(x corev1.Volume) bool { return x.Name == v }) {
+			pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: v, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		}
+	}
+	for range r.IntN(3) {
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		k := of("k1", "k2", presets.AnnotationApplied)
+		v := of("1", "2")
+		if k == presets.AnnotationApplied {
+			v = of("PodPreset/a@0", "ClusterPodPreset/b@3, PodPreset/x@1", "")
+		}
+		pod.Annotations[k] = v
+	}
+	if r.IntN(8) == 0 {
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[of(presets.AnnotationExclude, presets.AnnotationExcludeLegacy)] = of("true", "false")
+	}
+	for range r.IntN(2) {
+		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: of("r1", "r2")})
+	}
+	spec := func() v1alpha1.PodPresetSpec {
+		var s v1alpha1.PodPresetSpec
+		switch r.IntN(4) {
+		case 1:
+			s.Selector = metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+		case 2:
+			s.Selector = metav1.LabelSelector{MatchLabels: map[string]string{"app": "api"}}
+		case 3:
+			s.Selector = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"api"}}}}
+		}
+		if r.IntN(3) == 0 {
+			s.Containers = []string{of("app", "side", "setup", "init")}
+		}
+		for _, e := range genEnv() {
+			ve := v1alpha1.EnvVar{Name: e.Name, Value: e.Value}
+			if e.ValueFrom != nil {
+				ve.ValueFrom = &v1alpha1.EnvVarSource{EnvVarSource: *e.ValueFrom}
+			}
+			s.Env = append(s.Env, ve)
+		}
+		for _, e := range genEnvFrom() {
+			s.EnvFrom = append(s.EnvFrom, v1alpha1.EnvFromSource{EnvFromSource: e})
+		}
+		for _, v := range genVolumes() {
+			s.Volumes = append(s.Volumes, v1alpha1.Volume{Volume: v})
+		}
+		s.VolumeMounts = genMounts()
+		for range r.IntN(2) {
+			name := of("r1", "r3")
+			if !slices.ContainsFunc(s.ImagePullSecrets, func(x corev1.LocalObjectReference) bool { return x.Name == name }) {
+				s.ImagePullSecrets = append(s.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
+			}
+		}
+		for range r.IntN(2) {
+			if s.Annotations == nil {
+				s.Annotations = map[string]string{}
+			}
+			s.Annotations[of("k1", "k3", "example.com/k")] = of("1", "2")
+		}
+		if len(s.Env)+len(s.EnvFrom)+len(s.Volumes)+len(s.VolumeMounts)+len(s.ImagePullSecrets)+len(s.Annotations) == 0 {
+			s.Env = []v1alpha1.EnvVar{{Name: of("A", "B"), Value: "1"}} // a preset must inject something
+		}
+		return s
+	}
+	var c policyCase
+	c.pod = pod
+	seen := map[string]bool{}
+	for range 1 + r.IntN(3) {
+		name := of("a", "b", "c")
+		if r.IntN(2) == 0 {
+			if !seen["pp/"+name] {
+				seen["pp/"+name] = true
+				c.pps = append(c.pps, &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec()})
+			}
+		} else if !seen["cpp/"+name] {
+			seen["cpp/"+name] = true
+			cpp := &v1alpha1.ClusterPodPreset{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("e2e-policy-%d-%s", i, name)}}
+			cpp.Spec.PodPresetSpec = spec()
+			c.cpps = append(c.cpps, cpp)
+		}
+	}
+	return c
+}
+
+func envFromKeyOf(e corev1.EnvFromSource) string {
+	k := e.Prefix + "|"
+	if e.ConfigMapRef != nil {
+		k += "c/" + e.ConfigMapRef.Name
+	}
+	k += "|"
+	if e.SecretRef != nil {
+		k += "s/" + e.SecretRef.Name
+	}
+	return k
+}
+
