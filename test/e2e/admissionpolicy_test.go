@@ -363,4 +363,3 @@ func envFromKeyOf(e corev1.EnvFromSource) string {
 	}
 	return k
 }
-
