@@ -101,15 +101,9 @@ func (o *applyOptions) run() error {
 	// reports every problem.
 	docs, readErrs := readDocuments(&o.files, o.streams.In)
 	if len(o.policies) > 0 {
-		pdocs, perrs := readDocuments(&resource.FilenameOptions{Filenames: o.policies, Recursive: o.files.Recursive}, o.streams.In)
+		pdocs, perrs := o.policyDocuments()
 		readErrs = append(readErrs, perrs...)
-		for _, d := range pdocs {
-			if d.gvk != v1alpha1.GroupVersion.WithKind(v1alpha1.KindPodPresetPolicy) {
-				readErrs = append(readErrs, &docError{d, fmt.Errorf("--policy reads PodPresetPolicies only, not %s", d.gvk.Kind)})
-				continue
-			}
-			docs = append(docs, d)
-		}
+		docs = append(docs, pdocs...)
 	}
 	in, errs := o.classify(docs)
 	if errs = append(readErrs, errs...); len(errs) > 0 {
@@ -127,6 +121,20 @@ func (o *applyOptions) run() error {
 		return exitError{exitConflict}
 	}
 	return nil
+}
+
+// policyDocuments reads the PodPresetPolicies of --policy.
+func (o *applyOptions) policyDocuments() ([]*document, []error) {
+	pdocs, errs := readDocuments(&resource.FilenameOptions{Filenames: o.policies, Recursive: o.files.Recursive}, o.streams.In)
+	var docs []*document
+	for _, d := range pdocs {
+		if d.gvk != v1alpha1.GroupVersion.WithKind(v1alpha1.KindPodPresetPolicy) {
+			errs = append(errs, &docError{d, fmt.Errorf("--policy reads PodPresetPolicies only, not %s", d.gvk.Kind)})
+			continue
+		}
+		docs = append(docs, d)
+	}
+	return docs, errs
 }
 
 // input is the classified documents.

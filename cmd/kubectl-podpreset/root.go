@@ -33,8 +33,9 @@ func newRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kubectl-podpreset",
 		Short: "Work with podpreset.dev PodPresets",
-		Long: `kubectl-podpreset shows what the podpreset webhook does to workloads and
-migrates settings.k8s.io/v1alpha1 PodPresets, without a cluster; against a
+		Long: `kubectl-podpreset shows what the podpreset webhook does to workloads,
+migrates settings.k8s.io/v1alpha1 PodPresets and compiles presets into
+MutatingAdmissionPolicies, without a cluster; against a
 cluster, it explains what a pod got of each preset and lists the presets with
 their pods' counts.
 
@@ -51,6 +52,6 @@ Install it on your PATH to use it as "kubectl podpreset".`,
 	root.SetIn(streams.In)
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
-	root.AddCommand(newApplyCommand(streams), newMigrateCommand(streams), newExplainCommand(streams), newStatusCommand(streams))
+	root.AddCommand(newApplyCommand(streams), newMigrateCommand(streams), newExplainCommand(streams), newStatusCommand(streams), newCompileCommand(streams))
 	return root
 }

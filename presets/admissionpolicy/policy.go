@@ -3,6 +3,8 @@ package admissionpolicy
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -13,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 
 	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
 // Policy is a MutatingAdmissionPolicy and the binding that puts it in
@@ -440,4 +443,76 @@ func selectorCEL(sel labels.Selector, m string, b *strings.Builder) error {
 		}
 	}
 	return nil
+}
+
+// Names of the policies Plan writes.
+const (
+	namespacePolicyPrefix = "podpreset-ns-"
+	clusterPolicyName     = "podpreset-cluster"
+)
+
+// NamespacePolicyName is the name of the policy serving namespace ns.
+func NamespacePolicyName(ns string) string { return namespacePolicyPrefix + ns }
+
+// Plan compiles every preset of a cluster into policies such that at most
+// one applies to any pod, so that their order never matters: one per
+// namespace that has PodPresets, holding them and every ClusterPodPreset
+// (whose namespaceSelector is a condition in CEL), and, when there are
+// ClusterPodPresets, one for every other namespace holding those. Presets
+// of the namespaces in exclude (the webhook's own) are left out, and so are
+// those namespaces. Any preset Check refuses fails the plan, naming it.
+func Plan(ps []*presets.Preset, exclude ...string) ([]Policy, error) {
+	var refused []error
+	for _, p := range ps {
+		if p.Refused() == nil {
+			if err := Check(p); err != nil {
+				refused = append(refused, err)
+			}
+		}
+	}
+	if len(refused) > 0 {
+		return nil, errors.Join(refused...)
+	}
+	byNS := map[string][]*presets.Preset{}
+	var cluster []*presets.Preset
+	for _, p := range ps {
+		r := p.Ref()
+		switch {
+		case r.Kind == v1alpha1.KindClusterPodPreset:
+			cluster = append(cluster, p)
+		case slices.Contains(exclude, r.Namespace) || r.Namespace == presets.SystemNamespace:
+		default:
+			byNS[r.Namespace] = append(byNS[r.Namespace], p)
+		}
+	}
+	byName := func(a, b *presets.Preset) int { return strings.Compare(a.Ref().Name, b.Ref().Name) }
+	slices.SortFunc(cluster, byName)
+	var out []Policy
+	var errs []error
+	for _, ns := range slices.Sorted(maps.Keys(byNS)) {
+		own := byNS[ns]
+		slices.SortFunc(own, byName)
+		pol, err := Compile(NamespacePolicyName(ns), append(own, cluster...),
+			&metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, pol)
+	}
+	if len(cluster) > 0 {
+		others := append(slices.Sorted(maps.Keys(byNS)), exclude...)
+		var sel *metav1.LabelSelector
+		if len(others) > 0 {
+			sel = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: others}}}
+		}
+		pol, err := Compile(clusterPolicyName, cluster, sel)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			out = append(out, pol)
+		}
+	}
+	return out, errors.Join(errs...)
 }

@@ -12,19 +12,24 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podpreset/podpreset/presets"
 	"github.com/podpreset/podpreset/presets/admissionpolicy"
+	"github.com/podpreset/podpreset/presets/policy"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
 // policyCase is one differential case: presets and a pod.
 type policyCase struct {
+	name string
 	pps  []*v1alpha1.PodPreset
 	cpps []*v1alpha1.ClusterPodPreset
 	pod  *corev1.Pod
+	// nsLabels are the labels of the pod's namespace (both twins get them).
+	nsLabels map[string]string
 }
 
 // TestPolicyStoresWhatTheWebhookStores is issue 14's differential proof:
@@ -37,9 +42,22 @@ type policyCase struct {
 // between the pod and the presets and between presets: conflicts, targets,
 // opt-outs, a podpreset.dev/applied the pod already has.
 func TestPolicyStoresWhatTheWebhookStores(t *testing.T) {
-	const cases = 240
+	const generated = 240
 	r := rand.New(rand.NewPCG(14, 2026))
+	all := fixedPolicyCases(t)
+	fixed := len(all)
+	for i := range generated {
+		all = append(all, genPolicyCase(r, i))
+	}
+	runDifferential(t, all)
+	t.Logf("%d fixed cases (the examples and the CLI's golden cases) and %d generated", fixed, generated)
+}
+
+// runDifferential creates every case on both sides, waits until both serve
+// them all, and compares the pods.
+func runDifferential(t *testing.T, all []policyCase) {
 	ctx := t.Context()
+	checker := &policy.Checker{Policies: must(policy.NewSet())}
 	type twin struct {
 		c          policyCase
 		web, pol   string // namespaces
@@ -47,10 +65,10 @@ func TestPolicyStoresWhatTheWebhookStores(t *testing.T) {
 		compileErr error
 	}
 	var twins []*twin
-	for i := range cases {
-		c := genPolicyCase(r, i)
-		tw := &twin{c: c, web: namespace(t, map[string]string{"podpreset.dev/case": "w" + strconv.Itoa(i)}),
-			pol: namespace(t, map[string]string{"podpreset.dev/case": "p" + strconv.Itoa(i)})}
+	for i, c := range all {
+		tw := &twin{c: c, web: namespace(t, withLabel(c.nsLabels, "podpreset.dev/case", "w"+strconv.Itoa(i))),
+			pol: namespace(t, withLabel(c.nsLabels, "podpreset.dev/case", "p"+strconv.Itoa(i)))}
+		checker.Namespaces = func(string) map[string]string { return c.nsLabels }
 		// A sentinel preset that no case pod matches tells when each side
 		// serves the case's presets.
 		sentinel := podPreset("zz-sentinel", tw.web, map[string]string{"probe": strconv.Itoa(i)}, env("SENTINEL", "1"))
@@ -59,16 +77,20 @@ func TestPolicyStoresWhatTheWebhookStores(t *testing.T) {
 			pp := pp.DeepCopy()
 			pp.Namespace = tw.web
 			createPreset(t, pp)
-			loaded = append(loaded, load(t, pp))
+			loaded = append(loaded, load(t, pp, checker))
 		}
-		for _, cpp := range c.cpps {
+		for k, cpp := range c.cpps {
+			// The webhook's preset selects the webhook's namespace of the
+			// case, its twin the policy's, each besides what its own
+			// selector asks of the namespace's labels.
 			cpp := cpp.DeepCopy()
-			cpp.Spec.NamespaceSelector = metav1.LabelSelector{MatchLabels: map[string]string{"podpreset.dev/case": "w" + strconv.Itoa(i)}}
+			cpp.Name = fmt.Sprintf("e2e-policy-%d-%d-%s", i, k, cpp.Name)
+			sel := cpp.Spec.NamespaceSelector
+			cpp.Spec.NamespaceSelector = *withMatchLabel(sel, "podpreset.dev/case", "w"+strconv.Itoa(i))
 			createPreset(t, cpp)
-			// The policy's twin selects the policy's namespace.
 			twinCPP := cpp.DeepCopy()
-			twinCPP.Spec.NamespaceSelector = metav1.LabelSelector{MatchLabels: map[string]string{"podpreset.dev/case": "p" + strconv.Itoa(i)}}
-			loaded = append(loaded, load(t, twinCPP))
+			twinCPP.Spec.NamespaceSelector = *withMatchLabel(sel, "podpreset.dev/case", "p"+strconv.Itoa(i))
+			loaded = append(loaded, load(t, twinCPP, checker))
 		}
 		slices.SortStableFunc(loaded, func(a, b *presets.Preset) int {
 			if ka, kb := a.Ref().Kind == v1alpha1.KindClusterPodPreset, b.Ref().Kind == v1alpha1.KindClusterPodPreset; ka != kb {
@@ -82,7 +104,7 @@ func TestPolicyStoresWhatTheWebhookStores(t *testing.T) {
 		name := "podpreset-e2e-" + tw.pol
 		pol, err := admissionpolicy.Compile(name, loaded, &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: tw.pol}})
 		if err != nil {
-			t.Fatalf("case %d: compiling: %v", i, err)
+			t.Fatalf("case %d (%s): compiling: %v", i, c.name, err)
 		}
 		create(t, pol.Policy)
 		create(t, pol.Binding)
@@ -95,48 +117,79 @@ func TestPolicyStoresWhatTheWebhookStores(t *testing.T) {
 	}
 	// Both sides serve every case before any is compared.
 	for _, tw := range twins {
+		// The probe is the case's pod labelled for the sentinel: valid
+		// where the case's pod is. A pod the API server refuses on both
+		// sides (a CLI case's pod may lack what a real pod needs) cannot
+		// tell; it is given a few seconds.
 		probe := tw.c.pod.DeepCopy()
-		probe.Labels = map[string]string{"probe": tw.sentinel}
-		probe.Annotations = nil
+		probe.Labels = withLabel(probe.Labels, "probe", tw.sentinel)
+		probe.Annotations = nil // no opt-out
+		if tw.c.nsLabels[presets.LabelIgnore] == "true" {
+			continue // neither side serves the namespace
+		}
 		for _, ns := range []string{tw.web, tw.pol} {
-			eventually(t, 20*time.Second, func() error {
+			invalidSince := time.Time{}
+			eventually(t, 30*time.Second, func() error {
 				got, err := dryRun(ctx, probe, ns)
+				if apierrors.IsInvalid(err) {
+					if invalidSince.IsZero() {
+						invalidSince = time.Now()
+					}
+					if time.Since(invalidSince) > 3*time.Second {
+						return nil
+					}
+					return err
+				}
 				if err != nil {
 					return err
 				}
 				if a := got.Annotations[presets.AnnotationApplied]; !strings.Contains(a, "PodPreset/zz-sentinel@1") {
-					return fmt.Errorf("a probe in %s got %q, not the sentinel preset", ns, a)
+					return fmt.Errorf("%s: a probe in %s got %q, not the sentinel preset", tw.c.name, ns, a)
 				}
 				return nil
 			})
 		}
 	}
-	compared, changed := 0, 0
+	compared, changed, refused := 0, 0, 0
 	for i, tw := range twins {
-		web, err := dryRun(ctx, tw.c.pod, tw.web)
-		if err != nil {
-			t.Fatalf("case %d: webhook side: %v", i, err)
+		var web, pol *corev1.Pod
+		var werr, perr error
+		for attempt := range 2 {
+			web, werr = dryRun(ctx, tw.c.pod, tw.web)
+			pol, perr = dryRun(ctx, tw.c.pod, tw.pol)
+			if (werr == nil) == (perr == nil) || attempt == 1 {
+				break
+			}
+			time.Sleep(2 * time.Second) // a side that was not serving yet
 		}
-		pol, err := dryRun(ctx, tw.c.pod, tw.pol)
-		if err != nil {
-			t.Fatalf("case %d: policy side: %v", i, err)
+		switch {
+		case werr != nil && perr != nil && apierrors.IsInvalid(werr) && apierrors.IsInvalid(perr):
+			refused++ // the API server refuses the pod either way
+			compared++
+			continue
+		case werr != nil:
+			t.Errorf("case %d (%s): webhook side: %v (policy side: %v)", i, tw.c.name, werr, perr)
+			continue
+		case perr != nil:
+			t.Errorf("case %d (%s): policy side: %v", i, tw.c.name, perr)
+			continue
 		}
 		web.Namespace, pol.Namespace = "", ""
 		web.UID, pol.UID = "", ""
 		web.CreationTimestamp, pol.CreationTimestamp = metav1.Time{}, metav1.Time{}
 		web.ManagedFields, pol.ManagedFields = nil, nil
 		if diff := cmp.Diff(web, pol); diff != "" {
-			t.Errorf("case %d: the pod with the policy differs from the pod with the webhook (-webhook +policy):\n%s\npresets: %s",
-				i, diff, describeCase(tw.c))
+			t.Errorf("case %d (%s): the pod with the policy differs from the pod with the webhook (-webhook +policy):\n%s\npresets: %s",
+				i, tw.c.name, diff, describeCase(tw.c))
 		}
 		compared++
 		if web.Annotations[presets.AnnotationApplied] != tw.c.pod.Annotations[presets.AnnotationApplied] {
 			changed++
 		}
 	}
-	t.Logf("%d cases compared, %d of them with presets applied", compared, changed)
-	if changed < cases/3 {
-		t.Errorf("only %d of %d cases had presets applied: the generator no longer exercises the merge", changed, cases)
+	t.Logf("%d cases compared (%d pods the API server refuses on both sides), %d of them with presets applied", compared, refused, changed)
+	if changed < len(all)/3 {
+		t.Errorf("only %d of %d cases had presets applied: the cases no longer exercise the merge", changed, len(all))
 	}
 }
 
@@ -150,17 +203,40 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-// load compiles a preset as the webhook does (generation 1 when unset).
-func load(t *testing.T, obj v1alpha1.Object) *presets.Preset {
+// load compiles a preset as the webhook does: generation 1 when unset,
+// checked against the default preset policy (a refused preset is loaded,
+// refused, and the compiler leaves it out as the webhook does).
+func load(t *testing.T, obj v1alpha1.Object, checker *policy.Checker) *presets.Preset {
 	t.Helper()
 	if obj.GetGeneration() == 0 {
 		obj.SetGeneration(1)
 	}
-	p, errs := presets.Load(obj)
-	if len(errs) > 0 {
+	p, errs := presets.Load(obj, checker)
+	if p == nil || p.Refused() != nil && p.Refused().Reason == v1alpha1.ReasonInvalid {
 		t.Fatalf("loading %s: %v", obj.GetName(), errs.ToAggregate())
 	}
 	return p
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func withLabel(labels map[string]string, k, v string) map[string]string {
+	out := map[string]string{k: v}
+	for a, b := range labels {
+		out[a] = b
+	}
+	return out
+}
+
+func withMatchLabel(sel metav1.LabelSelector, k, v string) *metav1.LabelSelector {
+	out := sel.DeepCopy()
+	out.MatchLabels = withLabel(out.MatchLabels, k, v)
+	return out
 }
 
 // dryRun creates the pod in ns with a server-side dry run, retrying a
@@ -252,7 +328,7 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 	container := func(name string) corev1.Container {
 		return corev1.Container{Name: name, Image: "registry.example/" + name + ":1", Env: genEnv(), EnvFrom: genEnvFrom(), VolumeMounts: genMounts()}
 	}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "case-" + strconv.Itoa(i), Labels: map[string]string{"app": of("web", "api")}}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "generated-" + strconv.Itoa(i), Labels: map[string]string{"app": of("web", "api")}}}
 	pod.Spec.Containers = []corev1.Container{container("app")}
 	if r.IntN(2) == 0 {
 		pod.Spec.Containers = append(pod.Spec.Containers, container("side"))
@@ -332,8 +408,7 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 		}
 		return s
 	}
-	var c policyCase
-	c.pod = pod
+	c := policyCase{name: "generated " + strconv.Itoa(i), pod: pod}
 	seen := map[string]bool{}
 	for range 1 + r.IntN(3) {
 		name := of("a", "b", "c")
@@ -344,7 +419,7 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 			}
 		} else if !seen["cpp/"+name] {
 			seen["cpp/"+name] = true
-			cpp := &v1alpha1.ClusterPodPreset{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("e2e-policy-%d-%s", i, name)}}
+			cpp := &v1alpha1.ClusterPodPreset{ObjectMeta: metav1.ObjectMeta{Name: name}}
 			cpp.Spec.PodPresetSpec = spec()
 			c.cpps = append(c.cpps, cpp)
 		}
