@@ -47,8 +47,6 @@ func Check(p *presets.Preset) error {
 		return refuse("spec", "takes values from Consul or Vault, whose materialised objects the webhook checks at admission")
 	case c.Foreign:
 		return refuse("status.foreignObjects", "objects under its materialised names are someone else's")
-	case len(c.InitContainers) > 0:
-		return refuse("spec.initContainers", "injected init containers are not compiled to a policy")
 	}
 	if err := selectorCEL(c.Selector, "variables.labels", new(strings.Builder)); err != nil {
 		return refuse("spec.selector", err.Error())
@@ -184,6 +182,10 @@ func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 			`cel.bind(es, variables.oldApplied.split(","), (lists.range(size(es)).map(i, cel.bind(hit, variables.applied.filter(r, es[i].trim().startsWith(r[0]) && !es.slice(0, i).exists(x, x.trim().startsWith(r[0]))), size(hit) > 0 ? hit[0][1] : es[i])) + ` +
 			`variables.applied.filter(r, !es.exists(x, x.trim().startsWith(r[0]))).map(r, r[1])).join(","))`},
 	)
+	inits, err := g.initsVariable()
+	if err != nil {
+		return "", nil, err
+	}
 	pod, err := g.podOps()
 	if err != nil {
 		return "", nil, err
@@ -192,7 +194,9 @@ func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	expr := "variables.skip || !(" + strings.Join(any, " || ") + ") ? [] :\n" + pod + " +\n" + ctrs
+	// The injected init containers are bound in the mutation, not a
+	// variable: object types (Object.spec…) exist in mutations only.
+	expr := "variables.skip || !(" + strings.Join(any, " || ") + ") ? [] :\ncel.bind(inits, " + inits + ",\n" + pod + " +\n" + ctrs + ")"
 	for i := range vars {
 		vars[i].Expression = unbind(vars[i].Expression)
 	}
@@ -351,55 +355,101 @@ func (g *gen) podOps() (string, error) {
 }
 
 // containerOps renders the operations on every init container and
-// container: env and envFrom before their own, volumeMounts after.
+// container: env and envFrom before their own, volumeMounts after; then
+// the injected init containers, before the pod's own, with what the
+// presets add to them (they are targets of every preset, as in the
+// engine). The pod's own init containers are patched at their indices
+// before the injected ones shift them.
 func (g *gen) containerOps() (string, error) {
-	var lists []string
+	var out []string
+	targetOps := map[string]string{}
 	for _, l := range []string{"initContainers", "containers"} {
-		typ := "Object.spec." + l
-		target := func(c presets.Content) string {
-			if c.Containers == nil {
-				return ""
-			}
-			var names []string
-			for _, n := range c.Containers {
-				names = append(names, quote(n))
-			}
-			return "c.name in [" + strings.Join(names, ", ") + "]"
-		}
-		var ops []string
-		env, ok, err := g.candidates(target, func(c presets.Content) ([]string, error) { return literals(c.Env, typ+".env") })
+		ops, err := g.targetOps("Object.spec." + l)
 		if err != nil {
 			return "", err
 		}
-		if ok {
-			ops = append(ops, addEntries(env, "c.env", `p + "/env"`, "@.name", true))
-		}
-		envFrom, ok, err := g.candidates(target, func(c presets.Content) ([]string, error) { return literals(c.EnvFrom, typ+".envFrom") })
-		if err != nil {
-			return "", err
-		}
-		if ok {
-			ops = append(ops, addEntries(envFrom, "c.envFrom", `p + "/envFrom"`, envFromKey, true))
-		}
-		mounts, ok, err := g.candidates(target, func(c presets.Content) ([]string, error) {
-			return literals(c.VolumeMounts, typ+".volumeMounts")
-		})
-		if err != nil {
-			return "", err
-		}
-		if ok {
-			ops = append(ops, addEntries(mounts, "c.volumeMounts", `p + "/volumeMounts"`, "@.mountPath", false))
-		}
-		if len(ops) == 0 {
+		targetOps[l] = ops
+		if ops == "" {
 			continue
 		}
-		lists = append(lists, fmt.Sprintf(`(has(object.spec.%[1]s) ? lists.range(size(object.spec.%[1]s)).map(i, cel.bind(c, object.spec.%[1]s[i], cel.bind(p, "/spec/%[1]s/" + string(i), %[2]s))).flatten() : [])`,
-			l, strings.Join(ops, " + ")))
+		out = append(out, fmt.Sprintf(`(has(object.spec.%[1]s) ? lists.range(size(object.spec.%[1]s)).map(i, cel.bind(c, object.spec.%[1]s[i], cel.bind(p, "/spec/%[1]s/" + string(i), %[2]s))).flatten() : [])`,
+			l, ops))
 	}
-	if len(lists) == 0 {
+	if g.injectsInits() {
+		out = append(out, `(has(object.spec.initContainers) ? lists.range(size(inits)).map(j, JSONPatch{op: "add", path: "/spec/initContainers/" + string(j), value: inits[j]}) : `+
+			`size(inits) == 0 ? [] : [JSONPatch{op: "add", path: "/spec/initContainers", value: inits}])`)
+		if ops := targetOps["initContainers"]; ops != "" {
+			out = append(out, fmt.Sprintf(`lists.range(size(inits)).map(i, cel.bind(c, inits[i], cel.bind(p, "/spec/initContainers/" + string(i), %s))).flatten()`, ops))
+		}
+	}
+	if len(out) == 0 {
 		return "[]", nil
 	}
-	return strings.Join(lists, " +\n"), nil
+	return strings.Join(out, " +\n"), nil
+}
+
+func (g *gen) injectsInits() bool {
+	for _, p := range g.presets {
+		if len(p.Content().InitContainers) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// initsVariable renders the init containers the matching presets inject:
+// each, in preset order, unless the pod has a container (init or not) of
+// its name or an earlier preset injects one.
+func (g *gen) initsVariable() (string, error) {
+	cand, ok, err := g.candidates(nil, func(c presets.Content) ([]string, error) {
+		return literals(c.InitContainers, "Object.spec.initContainers")
+	})
+	if err != nil || !ok {
+		return "[]", err
+	}
+	return fmt.Sprintf(`cel.bind(cand, %s, cel.bind(names, (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.name) : []) + (has(object.spec.containers) ? object.spec.containers.map(c, c.name) : []), `+
+		`lists.range(size(cand)).filter(j, !(cand[j].name in names) && !cand.slice(0, j).exists(x, x.name == cand[j].name)).map(j, cand[j])))`, cand), nil
+}
+
+// targetOps renders the operations on one target container c at path p,
+// typed as the list at typ: what the presets that target it add to its
+// env, envFrom and volumeMounts. Empty when no preset adds any.
+func (g *gen) targetOps(typ string) (string, error) {
+	target := func(c presets.Content) string {
+		if c.Containers == nil {
+			return ""
+		}
+		var names []string
+		for _, n := range c.Containers {
+			names = append(names, quote(n))
+		}
+		return "c.name in [" + strings.Join(names, ", ") + "]"
+	}
+	var ops []string
+	env, ok, err := g.candidates(target, func(c presets.Content) ([]string, error) { return literals(c.Env, typ+".env") })
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		ops = append(ops, addEntries(env, "c.env", `p + "/env"`, "@.name", true))
+	}
+	envFrom, ok, err := g.candidates(target, func(c presets.Content) ([]string, error) { return literals(c.EnvFrom, typ+".envFrom") })
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		ops = append(ops, addEntries(envFrom, "c.envFrom", `p + "/envFrom"`, envFromKey, true))
+	}
+	mounts, ok, err := g.candidates(target, func(c presets.Content) ([]string, error) {
+		return literals(c.VolumeMounts, typ+".volumeMounts")
+	})
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		ops = append(ops, addEntries(mounts, "c.volumeMounts", `p + "/volumeMounts"`, "@.mountPath", false))
+	}
+	return strings.Join(ops, " + "), nil
 }
 
 // envFromKey is presets' key of an envFrom entry E: (configMap name,

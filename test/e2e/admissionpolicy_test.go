@@ -57,7 +57,24 @@ func TestPolicyStoresWhatTheWebhookStores(t *testing.T) {
 // them all, and compares the pods.
 func runDifferential(t *testing.T, all []policyCase) {
 	ctx := t.Context()
-	checker := &policy.Checker{Policies: must(policy.NewSet())}
+	// A PodPresetPolicy lets the cases' PodPresets inject init containers
+	// from registry.example/ (the default policy allows none).
+	inits := &v1alpha1.PodPresetPolicy{ObjectMeta: metav1.ObjectMeta{Name: "e2e-admission-policy-inits"}, Spec: v1alpha1.PodPresetPolicySpec{
+		NamespaceSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "podpreset.dev/case", Operator: metav1.LabelSelectorOpExists}}},
+		InitContainers:    v1alpha1.InitContainerPolicy{AllowedImages: []string{"registry.example/"}},
+	}}
+	create(t, inits)
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), inits) })
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(inits), inits); err != nil { // as defaulted
+		t.Fatal(err)
+	}
+	checker := &policy.Checker{Policies: must(policy.NewSet(*inits))}
+	probeNS := namespace(t, map[string]string{"podpreset.dev/case": "probe"})
+	eventually(t, 20*time.Second, func() error {
+		pp := podPreset("probe", probeNS, nil, env("A", "1"))
+		pp.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "registry.example/init:1"}}
+		return k8s.Create(ctx, pp, client.DryRunAll)
+	})
 	type twin struct {
 		c          policyCase
 		web, pol   string // namespaces
@@ -68,7 +85,7 @@ func runDifferential(t *testing.T, all []policyCase) {
 	for i, c := range all {
 		tw := &twin{c: c, web: namespace(t, withLabel(c.nsLabels, "podpreset.dev/case", "w"+strconv.Itoa(i))),
 			pol: namespace(t, withLabel(c.nsLabels, "podpreset.dev/case", "p"+strconv.Itoa(i)))}
-		checker.Namespaces = func(string) map[string]string { return c.nsLabels }
+		checker.Namespaces = func(string) map[string]string { return withLabel(c.nsLabels, "podpreset.dev/case", "w") }
 		// A sentinel preset that no case pod matches tells when each side
 		// serves the case's presets.
 		sentinel := podPreset("zz-sentinel", tw.web, map[string]string{"probe": strconv.Itoa(i)}, env("SENTINEL", "1"))
@@ -150,7 +167,7 @@ func runDifferential(t *testing.T, all []policyCase) {
 			})
 		}
 	}
-	compared, changed, refused := 0, 0, 0
+	compared, changed, refused, injectedInits := 0, 0, 0, 0
 	for i, tw := range twins {
 		var web, pol *corev1.Pod
 		var werr, perr error
@@ -186,8 +203,15 @@ func runDifferential(t *testing.T, all []policyCase) {
 		if web.Annotations[presets.AnnotationApplied] != tw.c.pod.Annotations[presets.AnnotationApplied] {
 			changed++
 		}
+		if len(web.Spec.InitContainers) > len(tw.c.pod.Spec.InitContainers) {
+			injectedInits++
+		}
 	}
-	t.Logf("%d cases compared (%d pods the API server refuses on both sides), %d of them with presets applied", compared, refused, changed)
+	t.Logf("%d cases compared (%d pods the API server refuses on both sides), %d of them with presets applied, %d with injected init containers",
+		compared, refused, changed, injectedInits)
+	if injectedInits < len(all)/20 {
+		t.Errorf("only %d cases had init containers injected: the cases no longer exercise them", injectedInits)
+	}
 	if changed < len(all)/3 {
 		t.Errorf("only %d of %d cases had presets applied: the cases no longer exercise the merge", changed, len(all))
 	}
@@ -364,7 +388,7 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 	for range r.IntN(2) {
 		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: of("r1", "r2")})
 	}
-	spec := func() v1alpha1.PodPresetSpec {
+	spec := func(cluster bool) v1alpha1.PodPresetSpec {
 		var s v1alpha1.PodPresetSpec
 		switch r.IntN(4) {
 		case 1:
@@ -392,6 +416,16 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 		}
 		s.VolumeMounts = genMounts()
 		for range r.IntN(2) {
+			if cluster {
+				break
+			}
+			c := container(of("setup", "init2", "app"))
+			c.Image = "registry.example/init:1"
+			if !slices.ContainsFunc(s.InitContainers, func(x corev1.Container) bool { return x.Name == c.Name }) {
+				s.InitContainers = append(s.InitContainers, c)
+			}
+		}
+		for range r.IntN(2) {
 			name := of("r1", "r3")
 			if !slices.ContainsFunc(s.ImagePullSecrets, func(x corev1.LocalObjectReference) bool { return x.Name == name }) {
 				s.ImagePullSecrets = append(s.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
@@ -403,7 +437,7 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 			}
 			s.Annotations[of("k1", "k3", "example.com/k")] = of("1", "2")
 		}
-		if len(s.Env)+len(s.EnvFrom)+len(s.Volumes)+len(s.VolumeMounts)+len(s.ImagePullSecrets)+len(s.Annotations) == 0 {
+		if len(s.Env)+len(s.EnvFrom)+len(s.Volumes)+len(s.VolumeMounts)+len(s.ImagePullSecrets)+len(s.Annotations)+len(s.InitContainers) == 0 {
 			s.Env = []v1alpha1.EnvVar{{Name: of("A", "B"), Value: "1"}} // a preset must inject something
 		}
 		return s
@@ -415,12 +449,12 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 		if r.IntN(2) == 0 {
 			if !seen["pp/"+name] {
 				seen["pp/"+name] = true
-				c.pps = append(c.pps, &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec()})
+				c.pps = append(c.pps, &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec(false)})
 			}
 		} else if !seen["cpp/"+name] {
 			seen["cpp/"+name] = true
 			cpp := &v1alpha1.ClusterPodPreset{ObjectMeta: metav1.ObjectMeta{Name: name}}
-			cpp.Spec.PodPresetSpec = spec()
+			cpp.Spec.PodPresetSpec = spec(true)
 			c.cpps = append(c.cpps, cpp)
 		}
 	}
