@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	cryptorand "crypto/rand"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -300,7 +301,9 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 			if r.IntN(4) == 0 {
 				e.ValueFrom = &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: of("x", "y")}, Key: "k"}}
 			} else {
-				e.Value = of("1", "2")
+				// Values a tenant would write to break out of a CEL
+				// string literal are just values.
+				e.Value = of("1", "2", "1", "2", hostileCEL, "\\\n\t\u00e9\u2028$(A)")
 			}
 			if !slices.ContainsFunc(out, func(x corev1.EnvVar) bool { return x.Name == e.Name }) {
 				out = append(out, e)
@@ -435,7 +438,7 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 			if s.Annotations == nil {
 				s.Annotations = map[string]string{}
 			}
-			s.Annotations[of("k1", "k3", "example.com/k")] = of("1", "2")
+			s.Annotations[of("k1", "k3", "example.com/k")] = of("1", "2", hostileCEL)
 		}
 		if len(s.Env)+len(s.EnvFrom)+len(s.Volumes)+len(s.VolumeMounts)+len(s.ImagePullSecrets)+len(s.Annotations)+len(s.InitContainers) == 0 {
 			s.Env = []v1alpha1.EnvVar{{Name: of("A", "B"), Value: "1"}} // a preset must inject something
@@ -461,6 +464,10 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 	return c
 }
 
+// hostileCEL is a value that would end a CEL string literal and add a
+// patch operation of its own, were it not quoted.
+const hostileCEL = `"}] + [JSONPatch{op: "add", path: "/metadata/labels/owned", value: "yes"}] + [{"a": "`
+
 func envFromKeyOf(e corev1.EnvFromSource) string {
 	k := e.Prefix + "|"
 	if e.ConfigMapRef != nil {
@@ -471,4 +478,76 @@ func envFromKeyOf(e corev1.EnvFromSource) string {
 		k += "s/" + e.SecretRef.Name
 	}
 	return k
+}
+
+// TestCompiledPoliciesKeepTenantsApart plays the tenant against Plan's
+// policies (the presets themselves are not created, so only the policies
+// act): a PodPreset selecting every pod of its namespace reaches no pod of
+// another namespace, a ClusterPodPreset reaches the namespaces its selector
+// picks, with or without PodPresets of their own, and kube-system and an
+// ignored namespace are left alone. A value written to break out of CEL is
+// a value.
+func TestCompiledPoliciesKeepTenantsApart(t *testing.T) {
+	ctx := t.Context()
+	tier := "t-" + strings.ToLower(cryptorand.Text()[:6])
+	tenant := namespace(t, map[string]string{"tier": tier})
+	other := namespace(t, map[string]string{"tier": tier})
+	ignored := namespace(t, map[string]string{"tier": tier, presets.LabelIgnore: "true"})
+	grab := podPreset("grab", tenant, nil, env("TENANT", hostileCEL))
+	platform := &v1alpha1.ClusterPodPreset{ObjectMeta: metav1.ObjectMeta{Name: "e2e-platform-" + tier}}
+	platform.Spec.NamespaceSelector = metav1.LabelSelector{MatchLabels: map[string]string{"tier": tier}}
+	platform.Spec.Env = []v1alpha1.EnvVar{env("PLATFORM", "1")}
+	checker := &policy.Checker{Policies: must(policy.NewSet())}
+	plan, err := admissionpolicy.Plan([]*presets.Preset{load(t, grab, checker), load(t, platform, checker)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range plan {
+		names = append(names, p.Policy.Name)
+		create(t, p.Policy)
+		create(t, p.Binding)
+		t.Cleanup(func() {
+			_ = k8s.Delete(context.Background(), p.Binding)
+			_ = k8s.Delete(context.Background(), p.Policy)
+		})
+	}
+	if want := []string{admissionpolicy.NamespacePolicyName(tenant), "podpreset-cluster"}; !slices.Equal(names, want) {
+		t.Fatalf("policies %v, want %v", names, want)
+	}
+	envIn := func(ns string) (map[string]string, string) {
+		pod, err := dryRun(ctx, testPod("victim", ns, map[string]string{"app": "web"}), ns)
+		if err != nil {
+			t.Fatalf("creating a pod in %s: %v", ns, err)
+		}
+		if pod.Labels["owned"] != "" {
+			t.Errorf("a value broke out of its CEL string in %s: the pod is labelled owned=%s", ns, pod.Labels["owned"])
+		}
+		return envOf(pod.Spec.Containers[0]), pod.Annotations[presets.AnnotationApplied]
+	}
+	eventually(t, 20*time.Second, func() error {
+		if got, _ := envIn(tenant); got["TENANT"] != hostileCEL || got["PLATFORM"] != "1" {
+			return fmt.Errorf("the tenant's pod got %v", got)
+		}
+		if got, _ := envIn(other); got["PLATFORM"] != "1" {
+			return fmt.Errorf("the other namespace's pod got %v", got)
+		}
+		return nil
+	})
+	if got, applied := envIn(tenant); applied != "PodPreset/grab@1,ClusterPodPreset/"+platform.Name+"@1" {
+		t.Errorf("the tenant's pod: applied %q, env %v", applied, got)
+	}
+	for _, ns := range []string{other, ignored, "kube-system"} {
+		got, applied := envIn(ns)
+		if _, ok := got["TENANT"]; ok {
+			t.Errorf("the tenant's preset reached a pod in %s: %v", ns, got)
+		}
+		want := ""
+		if ns == other {
+			want = "ClusterPodPreset/" + platform.Name + "@1"
+		}
+		if applied != want {
+			t.Errorf("a pod in %s: applied %q, want %q", ns, applied, want)
+		}
+	}
 }
