@@ -1,0 +1,259 @@
+package admissionpolicy
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/ext"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/v1alpha1"
+)
+
+// eval compiles and evaluates a CEL expression with the libraries the
+// API server's admission policies have (lists and strings) and bindings.
+func eval(t *testing.T, expr string, vars map[string]any) any {
+	t.Helper()
+	opts := []cel.EnvOption{ext.Bindings(), ext.Lists(), ext.Strings()}
+	for name := range vars {
+		opts = append(opts, cel.Variable(name, cel.MapType(cel.StringType, cel.StringType)))
+	}
+	env, err := cel.NewEnv(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ast, iss := env.Compile(expr)
+	if iss.Err() != nil {
+		t.Fatalf("compiling %s: %v", expr, iss.Err())
+	}
+	prg, err := env.Program(ast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vars == nil {
+		vars = map[string]any{}
+	}
+	out, _, err := prg.Eval(vars)
+	if err != nil {
+		t.Fatalf("evaluating %s: %v", expr, err)
+	}
+	return out.Value()
+}
+
+// What a tenant writes into a value must come out of the policy as that
+// value: quote's literal, read by CEL, is the string itself.
+func TestQuotedValuesAreTheValues(t *testing.T) {
+	for _, s := range []string{
+		"", "plain", `"`, `\`, `\"`, "\n\r\t\x00\x1f\x7f", "é ☃ 𝄞 \u2028\u2029",
+		`"}] + [JSONPatch{op: "add", path: "/metadata/labels/owned", value: "yes"}] + [{"a": "`,
+		`'''`, `"""`, "${A} $(B)", "\xff\xfe", // invalid UTF-8 comes out replaced, as from JSON
+	} {
+		want := validUTF8(s)
+		if got := evalString(t, quote(s)); got != want {
+			t.Errorf("quote(%q) reads back as %q", s, got)
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		b := make([]byte, r.IntN(12))
+		for i := range b {
+			b[i] = byte(r.IntN(256))
+		}
+		s := string(b)
+		if got, want := evalString(t, quote(s)), validUTF8(s); got != want {
+			t.Fatalf("quote(%q) reads back as %q", s, got)
+		}
+	}
+}
+
+// validUTF8 replaces each invalid byte with U+FFFD, as encoding/json does.
+func validUTF8(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		b.WriteRune(r) // ranging yields U+FFFD for each invalid byte
+	}
+	return b.String()
+}
+
+func evalString(t *testing.T, expr string) string {
+	t.Helper()
+	env, err := cel.NewEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ast, iss := env.Compile(expr)
+	if iss.Err() != nil {
+		t.Fatalf("compiling %s: %v", expr, iss.Err())
+	}
+	prg, err := env.Program(ast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := prg.Eval(map[string]any{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.Value().(string)
+}
+
+// A selector compiled to CEL selects exactly the label sets the selector
+// matches, for every operator and for random selectors and label sets.
+func TestSelectorsSelectWhatTheySelect(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	keys, values := []string{"app", "tier", "example.com/team"}, []string{"web", "db", `a"b`}
+	ops := []metav1.LabelSelectorOperator{metav1.LabelSelectorOpIn, metav1.LabelSelectorOpNotIn, metav1.LabelSelectorOpExists, metav1.LabelSelectorOpDoesNotExist}
+	for range 500 {
+		ls := &metav1.LabelSelector{}
+		for range r.IntN(3) {
+			if ls.MatchLabels == nil {
+				ls.MatchLabels = map[string]string{}
+			}
+			ls.MatchLabels[keys[r.IntN(len(keys))]] = values[r.IntN(2)]
+		}
+		for range r.IntN(3) {
+			req := metav1.LabelSelectorRequirement{Key: keys[r.IntN(len(keys))], Operator: ops[r.IntN(len(ops))]}
+			if req.Operator == metav1.LabelSelectorOpIn || req.Operator == metav1.LabelSelectorOpNotIn {
+				req.Values = []string{values[r.IntN(2)], values[r.IntN(2)]}
+			}
+			ls.MatchExpressions = append(ls.MatchExpressions, req)
+		}
+		sel, err := metav1.LabelSelectorAsSelector(ls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		if err := selectorCEL(sel, "podLabels", &b); err != nil {
+			t.Fatal(err)
+		}
+		for range 10 {
+			set := map[string]string{}
+			for _, k := range keys {
+				if r.IntN(2) == 0 {
+					set[k] = values[r.IntN(len(values))]
+				}
+			}
+			got := eval(t, b.String(), map[string]any{"podLabels": set})
+			if want := sel.Matches(labels.Set(set)); got != want {
+				t.Fatalf("selector %v on %v: CEL %s says %v, want %v", ls, set, b.String(), got, want)
+			}
+		}
+	}
+}
+
+// unbind's rewrite evaluates to what cel.bind does, nested and beside
+// strings that hold parentheses, brackets and commas.
+func TestUnbindBindsAlike(t *testing.T) {
+	for _, expr := range []string{
+		`cel.bind(x, [1, 2], x.map(i, i * 2))`,
+		`cel.bind(x, "a,(b", cel.bind(y, x + ")]}", [x, y, "\"(,"]))`,
+		`cel.bind(c, {"k": [1, 2]}, cel.bind(p, "/spec/" + string(size(c.k)), [p, string(c.k[1])]))`,
+		`[cel.bind(a, 1, a + 1), cel.bind(b, 2, cel.bind(a, b * 3, a + b))]`,
+	} {
+		un := unbind(expr)
+		if strings.Contains(un, "cel.bind") {
+			t.Fatalf("unbind(%s) = %s still binds", expr, un)
+		}
+		if got, want := fmt.Sprint(eval(t, un, nil)), fmt.Sprint(eval(t, expr, nil)); got != want {
+			t.Errorf("%s: unbound %s gives %s, want %s", expr, un, got, want)
+		}
+	}
+}
+
+func loadPreset(t *testing.T, obj v1alpha1.Object) *presets.Preset {
+	t.Helper()
+	obj.SetGeneration(1)
+	p, errs := presets.Load(obj)
+	if len(errs) > 0 {
+		t.Fatal(errs.ToAggregate())
+	}
+	return p
+}
+
+// Check refuses what the compiler cannot express, naming the field; Plan
+// names every refused preset and compiles nothing then.
+func TestRefusalsNameTheField(t *testing.T) {
+	vault := &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: "secrets", Namespace: "shop"}}
+	vault.Spec.Env = []v1alpha1.EnvVar{{Name: "KEY", ValueFrom: &v1alpha1.EnvVarSource{Vault: &v1alpha1.VaultKeySelector{Path: "secret/data/shop", Field: "key"}}}}
+	plain := &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: "plain", Namespace: "shop"}}
+	plain.Spec.Env = []v1alpha1.EnvVar{{Name: "A", Value: "1"}}
+	var r *Refusal
+	if err := Check(loadPreset(t, vault)); !errors.As(err, &r) || r.Field != "spec" || !strings.Contains(err.Error(), "Consul or Vault") {
+		t.Errorf("a preset with a Vault value: %v", err)
+	}
+	if err := Check(loadPreset(t, plain)); err != nil {
+		t.Errorf("a plain preset: %v", err)
+	}
+	if _, err := Plan([]*presets.Preset{loadPreset(t, plain), loadPreset(t, vault)}); err == nil || !strings.Contains(err.Error(), "PodPreset/secrets@1: spec:") {
+		t.Errorf("Plan with a Vault preset: %v", err)
+	}
+}
+
+// Plan's arrangement: one policy per namespace with PodPresets, holding
+// them and the ClusterPodPresets; one for the ClusterPodPresets elsewhere,
+// bound away from those namespaces and the excluded ones; none without
+// ClusterPodPresets; kube-system and ignored namespaces never bound.
+func TestPlanBindsEachNamespaceOnce(t *testing.T) {
+	pp := func(ns, name string) *presets.Preset {
+		p := &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+		p.Spec.Env = []v1alpha1.EnvVar{{Name: "A", Value: name}}
+		return loadPreset(t, p)
+	}
+	cpp := &v1alpha1.ClusterPodPreset{ObjectMeta: metav1.ObjectMeta{Name: "logging"}}
+	cpp.Spec.Env = []v1alpha1.EnvVar{{Name: "LOG", Value: "json"}}
+	plan, err := Plan([]*presets.Preset{pp("shop", "b"), pp("shop", "a"), pp("web", "a"), pp("podpreset", "x"), pp("kube-system", "y"), loadPreset(t, cpp)}, "podpreset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range plan {
+		names = append(names, p.Policy.Name)
+		if p.Binding.Spec.PolicyName != p.Policy.Name {
+			t.Errorf("binding %s binds %s", p.Binding.Name, p.Binding.Spec.PolicyName)
+		}
+		sel := p.Binding.Spec.MatchResources.NamespaceSelector
+		if !slices.ContainsFunc(sel.MatchExpressions, func(r metav1.LabelSelectorRequirement) bool {
+			return r.Key == presets.LabelIgnore && r.Operator == metav1.LabelSelectorOpNotIn && slices.Equal(r.Values, []string{"true"})
+		}) || !slices.ContainsFunc(sel.MatchExpressions, func(r metav1.LabelSelectorRequirement) bool {
+			return r.Key == corev1.LabelMetadataName && r.Operator == metav1.LabelSelectorOpNotIn && slices.Contains(r.Values, "kube-system")
+		}) {
+			t.Errorf("%s's binding does not keep out kube-system and ignored namespaces: %+v", p.Policy.Name, sel)
+		}
+	}
+	if want := []string{"podpreset-ns-shop", "podpreset-ns-web", "podpreset-cluster"}; !slices.Equal(names, want) {
+		t.Fatalf("policies %v, want %v", names, want)
+	}
+	shop := plan[0].Policy.Spec.Mutations[0].JSONPatch.Expression
+	if a, b, l := strings.Index(shop, `value: "a"`), strings.Index(shop, `value: "b"`), strings.Index(shop, `value: "json"`); a < 0 || !(a < b && b < l) {
+		t.Errorf("shop's policy does not hold a, b, then the ClusterPodPreset in that order")
+	}
+	if got := plan[0].Binding.Spec.MatchResources.NamespaceSelector.MatchLabels; got[corev1.LabelMetadataName] != "shop" {
+		t.Errorf("shop's binding selects %v", got)
+	}
+	cluster := plan[2].Binding.Spec.MatchResources.NamespaceSelector.MatchExpressions[0]
+	if cluster.Operator != metav1.LabelSelectorOpNotIn || !slices.Equal(cluster.Values, []string{"shop", "web", "podpreset"}) {
+		t.Errorf("the ClusterPodPresets' binding: %+v, want NotIn shop, web and the excluded podpreset", cluster)
+	}
+	noCluster, err := Plan([]*presets.Preset{pp("shop", "a")})
+	if err != nil || len(noCluster) != 1 {
+		t.Errorf("without ClusterPodPresets: %d policies, %v; want only shop's", len(noCluster), err)
+	}
+}
+
+// A field named after a CEL reserved word is written escaped, as the API
+// server names it.
+func TestReservedFieldNames(t *testing.T) {
+	for name, want := range map[string]string{"namespace": "__namespace__", "name": "name", "in": "__in__", "x-y": ""} {
+		got, ok := fieldName(name)
+		if ok != (want != "") || got != want {
+			t.Errorf("fieldName(%q) = %q, %v; want %q", name, got, ok, want)
+		}
+	}
+}
