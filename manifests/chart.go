@@ -95,6 +95,7 @@ podDisruptionBudget: {minAvailable: 2}
 webhook: {failurePolicy: Fail, timeoutSeconds: 10, excludedNamespaces: [kube-system, kube-public, monitoring]}
 logging: {verbosity: 1, format: text}
 extraArgs: [--admission-log-level=0]
+admissionMode: auto
 userRoles: false`,
 	"sources": `
 sources: {enabled: true, replicas: 1}`,

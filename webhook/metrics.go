@@ -14,12 +14,13 @@ const (
 	ResultUnchanged = "unchanged" // no preset matched, or everything was there
 	ResultSkipped   = "skipped"   // guard, opt-out, mirror pod, excluded namespace
 	ResultError     = "error"     // the request could not be served
+	ResultPolicy    = "policy"    // presets match, and a compiled MutatingAdmissionPolicy serves the namespace
 )
 
 var (
 	admissionTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "podpreset_admission_total",
-		Help: "Pod admission requests by result: injected, unchanged, skipped or error.",
+		Help: "Pod admission requests by result: injected, unchanged, skipped, policy (left to a compiled MutatingAdmissionPolicy) or error.",
 	}, []string{"result"})
 	conflictsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "podpreset_conflicts_total",
@@ -54,7 +55,7 @@ var (
 func init() {
 	metrics.Registry.MustRegister(admissionTotal, conflictsTotal, presetsAppliedTotal, presetsCached, presetsRefused, entriesOmitted, admissionThrottled, namespaceReads)
 	// Start every series at zero, so that rates work from the first request.
-	for _, r := range []string{ResultInjected, ResultUnchanged, ResultSkipped, ResultError} {
+	for _, r := range []string{ResultInjected, ResultUnchanged, ResultSkipped, ResultError, ResultPolicy} {
 		admissionTotal.WithLabelValues(r)
 	}
 	for _, r := range []string{"Invalid", "SourceForbidden", "PolicyViolation"} {

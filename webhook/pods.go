@@ -44,6 +44,10 @@ type PodMutator struct {
 	// this replica validated a moment before to reach the index
 	// (expect.go); 0 never waits.
 	Wait time.Duration
+	// Policies, when set (--admission-mode=auto), says which namespaces
+	// compiled MutatingAdmissionPolicies serve: their pods are left to the
+	// API server.
+	Policies *PolicyServing
 }
 
 var _ Handler[PodObject] = (*PodMutator)(nil)
@@ -123,6 +127,10 @@ func (m *PodMutator) admit(ctx context.Context, req *Request[PodObject]) (*admis
 	}
 	if len(matched) == 0 {
 		return allowed(""), outcome{result: ResultUnchanged}, nil
+	}
+	if m.Policies != nil && m.Policies.Serves(ctx, req.Namespace) {
+		const reason = "a MutatingAdmissionPolicy serves the namespace"
+		return allowed(reason), outcome{result: ResultPolicy, reason: reason}, nil
 	}
 	pod := &corev1.Pod{ObjectMeta: probe.ObjectMeta}
 	if err := req.Object.decodeSpec(pod, presets.WholeContainers(matched)); err != nil {

@@ -19,6 +19,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/admissionpolicy"
 	"github.com/podpreset/podpreset/presets/policy"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
@@ -55,7 +56,12 @@ func (k Key) String() string {
 // is pure and cannot fail for a reason that retrying would cure.
 type Store struct {
 	// Tenancy is the sources' tenancy check; nil checks none.
-	Tenancy  presets.Check
+	Tenancy presets.Check
+	// PolicyLayout, when set, has each rebuild arrange the presets as
+	// compiled admission policies would serve them (Layout), leaving out
+	// the namespaces listed (the webhook's own).
+	PolicyLayout []string
+	layout       atomic.Pointer[admissionpolicy.Layout]
 	mu       sync.Mutex
 	compiled map[Key]*presets.Preset
 	dirty    chan struct{}
@@ -197,6 +203,9 @@ func (s *Store) rebuild() {
 	published := maps.Clone(s.compiled)
 	s.mu.Unlock()
 	s.set.Store(presets.NewSet(all...))
+	if s.PolicyLayout != nil {
+		s.layout.Store(admissionpolicy.NewLayout(all, s.PolicyLayout...))
+	}
 	s.mu.Lock()
 	s.published = published
 	s.settle(time.Now())
@@ -214,6 +223,10 @@ func (s *Store) rebuild() {
 		f(changed)
 	}
 }
+
+// Layout returns how compiled admission policies serve the presets of the
+// current index; nil unless PolicyLayout is set.
+func (s *Store) Layout() *admissionpolicy.Layout { return s.layout.Load() }
 
 // Presets returns the presets of the current index by key, for the
 // inventory; the map is shared and must not be changed.

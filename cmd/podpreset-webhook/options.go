@@ -11,6 +11,7 @@ import (
 
 	"github.com/podpreset/podpreset/certs"
 	"github.com/podpreset/podpreset/inventory"
+	"github.com/podpreset/podpreset/webhook"
 )
 
 // Options is everything the server is configured with.
@@ -107,6 +108,10 @@ type Options struct {
 	// PresetWait is the longest a pod admission waits for a preset this
 	// replica validated a moment before.
 	PresetWait time.Duration
+	// AdmissionMode is webhook (every preset served by the pod webhook)
+	// or auto (presets the compiler can express served by native
+	// MutatingAdmissionPolicies, one namespace at a time).
+	AdmissionMode string
 }
 
 // Roles.
@@ -147,6 +152,7 @@ func defaultOptions() Options {
 		Inventory:              true,
 		RolloutInterval:        inventory.DefaultInterval,
 		PresetWait:             time.Second,
+		AdmissionMode:          webhook.ModeWebhook,
 		AdmissionLogLevel:      1,
 		LeaseDuration:          15 * time.Second,
 		RenewDeadline:          10 * time.Second,
@@ -190,6 +196,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", o.RenewDeadline, "how long the leader tries to renew its lease before it stops its leader work (the webhook goes on serving) and stands for election again")
 	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", o.RetryPeriod, "how often replicas try to acquire or renew the lease")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", false, "let the webhook server speak HTTP/2")
+	fs.StringVar(&o.AdmissionMode, "admission-mode", o.AdmissionMode, "webhook: the pod webhook serves every preset; auto: the leader compiles the presets of each namespace into a MutatingAdmissionPolicy the API server runs itself (Kubernetes 1.36+), and the webhook serves only the namespaces whose presets it cannot (Consul or Vault values)")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "log format: json or text")
 	fs.IntVarP(&o.LogLevel, "verbosity", "v", 0, "log verbosity: 1 logs every pod admission (--admission-log-level), source change, status write and rollout decision; 5 adds controller-runtime's reconciles")
 	fs.IntVar(&o.AdmissionLogLevel, "admission-log-level", o.AdmissionLogLevel, "the verbosity (-v) at which each pod admission is logged, one line with the pod, the result, the presets applied, the fields of conflicts and the time taken, never a value; 0 logs every admission")
@@ -228,6 +235,9 @@ func (o *Options) Validate() error {
 	if o.RetryPeriod <= 0 || o.RenewDeadline <= o.RetryPeriod*6/5 || o.LeaseDuration <= o.RenewDeadline {
 		errs = append(errs, fmt.Errorf("--leader-elect-lease-duration %s, --leader-elect-renew-deadline %s, --leader-elect-retry-period %s: must be lease duration > renew deadline > 1.2 × retry period > 0",
 			o.LeaseDuration, o.RenewDeadline, o.RetryPeriod))
+	}
+	if o.AdmissionMode != webhook.ModeWebhook && o.AdmissionMode != webhook.ModeAuto {
+		errs = append(errs, fmt.Errorf("--admission-mode %q: must be webhook or auto", o.AdmissionMode))
 	}
 	if o.LogLevel < 0 {
 		errs = append(errs, fmt.Errorf("-v %d: must not be negative", o.LogLevel))

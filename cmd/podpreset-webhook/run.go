@@ -16,6 +16,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -36,6 +37,7 @@ import (
 
 	"github.com/podpreset/podpreset/certs"
 	"github.com/podpreset/podpreset/inventory"
+	"github.com/podpreset/podpreset/presets/admissionpolicy"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 	"github.com/podpreset/podpreset/sources"
 	"github.com/podpreset/podpreset/webhook"
@@ -56,6 +58,9 @@ const (
 // +kubebuilder:rbac:groups=podpreset.dev,resources=podpresets;clusterpodpresets;podpresetpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=podpreset.dev,resources=podpresets/status;clusterpodpresets/status,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// With --admission-mode=auto the leader writes the compiled policies; every
+// replica reads them.
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingadmissionpolicies;mutatingadmissionpolicybindings,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch,namespace=system
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;update;patch,namespace=system,resourceNames=podpreset-webhook-certs
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=create,namespace=system
@@ -163,6 +168,12 @@ func run(ctx context.Context, opts Options) error {
 	if ws != nil {
 		store = webhook.NewStore()
 		store.Tenancy = tenancy
+		if opts.AdmissionMode == webhook.ModeAuto {
+			store.PolicyLayout = []string{}
+			if opts.Namespace != "" {
+				store.PolicyLayout = []string{opts.Namespace}
+			}
+		}
 		if err := ws.register(mgr, opts, store); err != nil {
 			return err
 		}
@@ -324,10 +335,26 @@ func (ws *webhookSetup) register(mgr manager.Manager, opts Options, store *webho
 		return fmt.Errorf("adding the preset store: %w", err)
 	}
 	limiter := webhook.NewLimiter(opts.MaxInFlight, opts.MaxInFlightBytes)
-	server.Register(mutatePodsPath, webhook.Serve(&webhook.PodMutator{
+	mutator := &webhook.PodMutator{
 		Presets: store, Namespaces: mgr.GetCache(), LiveNamespaces: mgr.GetAPIReader(), OwnNamespace: opts.Namespace, Wait: opts.PresetWait,
 		LogLevel: opts.AdmissionLogLevel,
-	}, limiter, webhook.MaxPodReviewBytes))
+	}
+	if opts.AdmissionMode == webhook.ModeAuto {
+		mutator.Policies = &webhook.PolicyServing{Reader: mgr.GetCache(), Store: store}
+		// The policies' informers start with the process, not at the first
+		// admission that asks.
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			for _, obj := range []client.Object{&admissionregistrationv1.MutatingAdmissionPolicy{}, &admissionregistrationv1.MutatingAdmissionPolicyBinding{}} {
+				if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
+					return fmt.Errorf("watching %T: %w", obj, err)
+				}
+			}
+			return nil
+		})); err != nil {
+			return err
+		}
+	}
+	server.Register(mutatePodsPath, webhook.Serve(mutator, limiter, webhook.MaxPodReviewBytes))
 	server.Register(validatePresetsPath, webhook.Serve(&webhook.PresetValidator{Checks: store.Checks, Expect: store.Expect}, limiter, webhook.MaxPresetReviewBytes))
 
 	leaf := ws.loader.Leaf
@@ -389,6 +416,13 @@ func (ws *webhookSetup) registerLeader(mgr manager.Manager, opts Options, store 
 	}
 	if err := status.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the preset status controller: %w", err)
+	}
+	if opts.AdmissionMode == webhook.ModeAuto {
+		policies := &webhook.PolicyController{Client: mgr.GetClient(), Reader: mgr.GetCache(), Store: store, OwnNamespace: opts.Namespace,
+			Log: mgr.GetLogger().WithName("admission-policies")}
+		if err := mgr.Add(policies); err != nil {
+			return fmt.Errorf("adding the admission policy controller: %w", err)
+		}
 	}
 	if opts.CertMode == CertModeSelf {
 		rotator := &certs.Rotator{Client: mgr.GetClient(), Cache: mgr.GetCache(), Secret: ws.loader.Secret,
@@ -453,6 +487,11 @@ func cacheOptions(opts Options, withSources bool) cache.Options {
 	// in this process writes a Namespace it read, so the cache hands out its
 	// own copy rather than a deep copy per request.
 	byObject[&corev1.Namespace{}] = cache.ByObject{UnsafeDisableDeepCopy: ptr.To(true)}
+	// Only the admission policies podpreset writes (--admission-mode=auto),
+	// read on admissions and never written back from the cache.
+	managed := labels.SelectorFromSet(labels.Set{admissionpolicy.LabelManagedBy: admissionpolicy.ManagedBy})
+	byObject[&admissionregistrationv1.MutatingAdmissionPolicy{}] = cache.ByObject{Label: managed, UnsafeDisableDeepCopy: ptr.To(true)}
+	byObject[&admissionregistrationv1.MutatingAdmissionPolicyBinding{}] = cache.ByObject{Label: managed, UnsafeDisableDeepCopy: ptr.To(true)}
 	// Nothing reads managedFields from the cache: dropping them keeps the
 	// inventory's pods (and every other object) small.
 	return cache.Options{ByObject: byObject, DefaultTransform: cache.TransformStripManagedFields()}

@@ -34,9 +34,25 @@
 // # What is not compiled
 //
 // Check refuses, naming the field: presets with Consul or Vault values
-// (their materialised objects are checked at admission), with foreign
-// objects in their status, and with injected init containers (they are
-// targets of every preset's entries and compared whole with the pod's;
-// not compiled yet). Conflicts are not reported: an admission policy
-// cannot warn; the webhook does.
+// (their materialised objects are checked at admission) and with foreign
+// objects in their status. Conflicts are not reported: a mutating policy
+// cannot warn; the webhook does, and "kubectl podpreset apply" shows them.
+//
+// # Injected init containers
+//
+// They go before the pod's own, in preset order, unless the pod has a
+// container of the name or an earlier preset injects one; like the
+// engine, every preset's entries reach them. The patch first adds to the
+// pod's own init containers at their indices, then inserts the injected
+// ones, then adds to those.
+//
+// # Serving a cluster (the webhook's --admission-mode=auto)
+//
+// Plan (and PlanServable, which leaves to the webhook the namespaces whose
+// presets do not compile) writes one policy per namespace with PodPresets
+// and one for the ClusterPodPresets everywhere else. Each policy and
+// binding carries AnnotationInputs, a hash of what it was compiled from;
+// Layout computes the same from the presets a webhook replica holds, so a
+// replica leaves a namespace's pods to a policy only once it sees the
+// policy compiled from its own presets (webhook.PolicyServing).
 package admissionpolicy

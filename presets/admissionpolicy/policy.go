@@ -1,6 +1,8 @@
 package admissionpolicy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -504,6 +506,83 @@ const (
 // NamespacePolicyName is the name of the policy serving namespace ns.
 func NamespacePolicyName(ns string) string { return namespacePolicyPrefix + ns }
 
+// AnnotationInputs on a policy identifies what it was compiled from (a
+// hash of its presets' references and generations, and of the namespaces
+// its binding leaves out): a webhook replica leaves a namespace's pods to
+// a policy only once it sees the policy compiled from the presets it holds
+// itself.
+const AnnotationInputs = "podpreset.dev/inputs"
+
+// Layout is which policy serves which namespace, and from what inputs.
+type Layout struct {
+	// byNS are each namespace's PodPresets, by name; cluster the
+	// ClusterPodPresets, by name; others the namespaces the cluster
+	// policy leaves out.
+	byNS    map[string][]*presets.Preset
+	cluster []*presets.Preset
+	others  []string
+	inputs  map[string]string // by policy name
+}
+
+// NewLayout arranges presets as Plan compiles them, leaving out the
+// namespaces in exclude (and kube-system).
+func NewLayout(ps []*presets.Preset, exclude ...string) *Layout {
+	l := &Layout{byNS: map[string][]*presets.Preset{}, inputs: map[string]string{}}
+	for _, p := range ps {
+		r := p.Ref()
+		switch {
+		case r.Kind == v1alpha1.KindClusterPodPreset:
+			l.cluster = append(l.cluster, p)
+		case slices.Contains(exclude, r.Namespace) || r.Namespace == presets.SystemNamespace:
+		default:
+			l.byNS[r.Namespace] = append(l.byNS[r.Namespace], p)
+		}
+	}
+	byName := func(a, b *presets.Preset) int { return strings.Compare(a.Ref().Name, b.Ref().Name) }
+	slices.SortFunc(l.cluster, byName)
+	for ns, own := range l.byNS {
+		slices.SortFunc(own, byName)
+		l.inputs[NamespacePolicyName(ns)] = inputs(append(slices.Clone(own), l.cluster...), nil)
+	}
+	l.others = append(slices.Sorted(maps.Keys(l.byNS)), exclude...)
+	if len(l.cluster) > 0 {
+		l.inputs[clusterPolicyName] = inputs(l.cluster, l.others)
+	}
+	return l
+}
+
+// Serving returns the policy that would serve pods of namespace ns, and
+// its inputs; empty when none would (no preset can reach them).
+func (l *Layout) Serving(ns string) (name, in string) {
+	if ns == presets.SystemNamespace {
+		return "", ""
+	}
+	if _, ok := l.byNS[ns]; ok {
+		name = NamespacePolicyName(ns)
+	} else if slices.Contains(l.others, ns) || len(l.cluster) == 0 {
+		return "", ""
+	} else {
+		name = clusterPolicyName
+	}
+	return name, l.inputs[name]
+}
+
+// inputs hashes what a policy is compiled from: each preset's reference
+// (kind, namespace, name, generation: what Check and the compiler read is
+// the spec, which the generation versions) and whether it is refused, in
+// order, and the namespaces its binding leaves out.
+func inputs(ps []*presets.Preset, others []string) string {
+	h := sha256.New()
+	for _, p := range ps {
+		r := p.Ref()
+		fmt.Fprintf(h, "%s/%s/%s@%d %v\n", r.Kind, r.Namespace, r.Name, r.Generation, p.Refused() != nil)
+	}
+	for _, ns := range others {
+		fmt.Fprintf(h, "-%s\n", ns)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
 // Plan compiles every preset of a cluster into policies such that at most
 // one applies to any pod, so that their order never matters: one per
 // namespace that has PodPresets, holding them and every ClusterPodPreset
@@ -512,37 +591,47 @@ func NamespacePolicyName(ns string) string { return namespacePolicyPrefix + ns }
 // of the namespaces in exclude (the webhook's own) are left out, and so are
 // those namespaces. Any preset Check refuses fails the plan, naming it.
 func Plan(ps []*presets.Preset, exclude ...string) ([]Policy, error) {
-	var refused []error
-	for _, p := range ps {
-		if p.Refused() == nil {
-			if err := Check(p); err != nil {
-				refused = append(refused, err)
+	out, errs := plan(ps, exclude, true)
+	return out, errors.Join(errs...)
+}
+
+// PlanServable is Plan for the webhook's auto mode: the policies of the
+// namespaces whose presets all compile (a ClusterPodPreset that does not
+// compile leaves every namespace to the webhook), and the refusals.
+func PlanServable(ps []*presets.Preset, exclude ...string) ([]Policy, []error) {
+	return plan(ps, exclude, false)
+}
+
+func plan(ps []*presets.Preset, exclude []string, strict bool) ([]Policy, []error) {
+	l := NewLayout(ps, exclude...)
+	refusals := func(list []*presets.Preset) []error {
+		var errs []error
+		for _, p := range list {
+			if p.Refused() == nil {
+				if err := Check(p); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		}
+		return errs
 	}
-	if len(refused) > 0 {
-		return nil, errors.Join(refused...)
-	}
-	byNS := map[string][]*presets.Preset{}
-	var cluster []*presets.Preset
-	for _, p := range ps {
-		r := p.Ref()
-		switch {
-		case r.Kind == v1alpha1.KindClusterPodPreset:
-			cluster = append(cluster, p)
-		case slices.Contains(exclude, r.Namespace) || r.Namespace == presets.SystemNamespace:
-		default:
-			byNS[r.Namespace] = append(byNS[r.Namespace], p)
+	clusterErrs := refusals(l.cluster)
+	var errs []error
+	var servable []string
+	for _, ns := range slices.Sorted(maps.Keys(l.byNS)) {
+		if e := refusals(l.byNS[ns]); len(e) > 0 {
+			errs = append(errs, e...)
+		} else {
+			servable = append(servable, ns)
 		}
 	}
-	byName := func(a, b *presets.Preset) int { return strings.Compare(a.Ref().Name, b.Ref().Name) }
-	slices.SortFunc(cluster, byName)
+	errs = append(errs, clusterErrs...)
+	if len(clusterErrs) > 0 || strict && len(errs) > 0 {
+		return nil, errs
+	}
 	var out []Policy
-	var errs []error
-	for _, ns := range slices.Sorted(maps.Keys(byNS)) {
-		own := byNS[ns]
-		slices.SortFunc(own, byName)
-		pol, err := Compile(NamespacePolicyName(ns), append(own, cluster...),
+	for _, ns := range servable {
+		pol, err := Compile(NamespacePolicyName(ns), append(slices.Clone(l.byNS[ns]), l.cluster...),
 			&metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}})
 		if err != nil {
 			errs = append(errs, err)
@@ -550,19 +639,23 @@ func Plan(ps []*presets.Preset, exclude ...string) ([]Policy, error) {
 		}
 		out = append(out, pol)
 	}
-	if len(cluster) > 0 {
-		others := append(slices.Sorted(maps.Keys(byNS)), exclude...)
+	if len(l.cluster) > 0 {
 		var sel *metav1.LabelSelector
-		if len(others) > 0 {
+		if len(l.others) > 0 {
 			sel = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-				{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: others}}}
+				{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: l.others}}}
 		}
-		pol, err := Compile(clusterPolicyName, cluster, sel)
+		pol, err := Compile(clusterPolicyName, l.cluster, sel)
 		if err != nil {
 			errs = append(errs, err)
 		} else {
 			out = append(out, pol)
 		}
 	}
-	return out, errors.Join(errs...)
+	for _, p := range out {
+		in := l.inputs[p.Policy.Name]
+		p.Policy.Annotations = map[string]string{AnnotationInputs: in}
+		p.Binding.Annotations = map[string]string{AnnotationInputs: in}
+	}
+	return out, errs
 }
