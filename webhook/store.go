@@ -62,14 +62,14 @@ type Store struct {
 	// the namespaces listed (the webhook's own).
 	PolicyLayout []string
 	layout       atomic.Pointer[admissionpolicy.Layout]
-	mu       sync.Mutex
-	compiled map[Key]*presets.Preset
-	dirty    chan struct{}
-	set      atomic.Pointer[presets.Set]
-	policies atomic.Pointer[policy.Set]
-	ready    atomic.Bool
-	readyCh  chan struct{}
-	cache    cache.Cache
+	mu           sync.Mutex
+	compiled     map[Key]*presets.Preset
+	dirty        chan struct{}
+	set          atomic.Pointer[presets.Set]
+	policies     atomic.Pointer[policy.Set]
+	ready        atomic.Bool
+	readyCh      chan struct{}
+	cache        cache.Cache
 	// pending are the presets loaded or dropped since the last rebuild.
 	pending map[Key]bool
 
