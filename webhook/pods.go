@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -128,8 +129,13 @@ func (m *PodMutator) admit(ctx context.Context, req *Request[PodObject]) (*admis
 	if len(matched) == 0 {
 		return allowed(""), outcome{result: ResultUnchanged}, nil
 	}
-	if m.Policies != nil && m.Policies.Serves(ctx, req.Namespace) {
-		const reason = "a MutatingAdmissionPolicy serves the namespace"
+	// A compiled policy runs before the webhooks: when the pod shows that
+	// it applied every preset that matches, at its generation, there is
+	// nothing left to do. Without that evidence (a policy the API server
+	// has not loaded yet, one compiled from older presets) the webhook
+	// merges as always, which changes nothing the policy did.
+	if m.Policies != nil && appliedAll(probe.Annotations[presets.AnnotationApplied], matched) && m.Policies.Serves(ctx, req.Namespace) {
+		const reason = "a MutatingAdmissionPolicy applied the presets"
 		return allowed(reason), outcome{result: ResultPolicy, reason: reason}, nil
 	}
 	pod := &corev1.Pod{ObjectMeta: probe.ObjectMeta}
@@ -152,6 +158,31 @@ func (m *PodMutator) admit(ctx context.Context, req *Request[PodObject]) (*admis
 	}
 	resp.Patch, resp.PatchType = encoded, &jsonPatch
 	return resp, outcome{result: ResultInjected, res: &res}, nil
+}
+
+// appliedAll says whether a podpreset.dev/applied value lists every preset
+// of ps that is not refused, at its generation.
+func appliedAll(applied string, ps []*presets.Preset) bool {
+	if applied == "" {
+		return false
+	}
+	for _, p := range ps {
+		if p.Refused() != nil {
+			continue
+		}
+		ref := p.Ref().String()
+		found := false
+		for e := range strings.SplitSeq(applied, ",") {
+			if strings.TrimSpace(e) == ref {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // logAdmission writes an admission's line: the pod, the result, the

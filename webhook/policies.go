@@ -3,8 +3,10 @@ package webhook
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -133,12 +135,26 @@ func (c *PolicyController) Reconcile(ctx context.Context) (time.Duration, error)
 	desired, refusals := admissionpolicy.PlanServable(all, exclude...)
 	c.logRefusals(refusals)
 	want := map[string]admissionpolicy.Policy{}
+	var errs []error
+	// The API server compiles a policy's CEL as it stores it (a few
+	// hundred ms each on a busy control plane): a few at a time, and one
+	// it refuses does not hold up the others.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
 	for _, p := range desired {
 		want[p.Policy.Name] = p
-		if err := c.upsert(ctx, p); err != nil {
-			return 0, err
-		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := c.upsert(ctx, p); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("writing %s: %w", p.Policy.Name, err))
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	policiesServing.Set(float64(len(desired)))
 	var have admissionregistrationv1.MutatingAdmissionPolicyList
 	if err := c.Reader.List(ctx, &have, client.MatchingLabels{admissionpolicy.LabelManagedBy: admissionpolicy.ManagedBy}); err != nil {
@@ -156,7 +172,7 @@ func (c *PolicyController) Reconcile(ctx context.Context) (time.Duration, error)
 		}
 		if pol.Annotations[admissionpolicy.AnnotationInputs] != retiredInputs {
 			if err := c.setInputs(ctx, pol.Name, retiredInputs, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
-				return 0, err
+				errs = append(errs, err)
 			}
 			again = retire
 			continue
@@ -169,14 +185,16 @@ func (c *PolicyController) Reconcile(ctx context.Context) (time.Duration, error)
 		binding := &admissionregistrationv1.MutatingAdmissionPolicyBinding{}
 		binding.Name = pol.Name
 		if err := c.Client.Delete(ctx, binding); client.IgnoreNotFound(err) != nil {
-			return 0, err
+			errs = append(errs, err)
+			continue
 		}
 		if err := c.Client.Delete(ctx, pol); client.IgnoreNotFound(err) != nil {
-			return 0, err
+			errs = append(errs, err)
+			continue
 		}
 		c.Log.Info("deleted an admission policy no preset needs", "policy", pol.Name)
 	}
-	return again, nil
+	return again, errors.Join(errs...)
 }
 
 // upsert writes a policy and then its binding, unless they carry the same
@@ -243,7 +261,8 @@ func (c *PolicyController) logRefusals(refusals []error) {
 
 // PolicyServing says whether a namespace's pods are left to a compiled
 // policy: the policy and its binding that would serve the namespace exist,
-// compiled from the presets this replica holds.
+// compiled from the presets this replica holds. The pod webhook defers to
+// it only for a pod that shows the policy's work (PodMutator).
 type PolicyServing struct {
 	// Reader reads policies and bindings from the cache.
 	Reader client.Reader

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"unicode/utf8"
 	"strings"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -137,7 +138,24 @@ type gen struct {
 	presets []*presets.Preset
 }
 
+// Limits of the API server's CEL: each expression (a variable's, the
+// mutation's) holds at most 100,000 code points; an object must stay well
+// under etcd's 1.5 MiB.
+const (
+	maxExpression = 100_000
+	maxPolicy     = 1 << 20
+)
+
 // program returns the mutation's expression and the variables it reads.
+//
+// Each preset is two variables: m<k>, whether it matches the pod, and
+// d<k>, what it injects, as plain data (maps and lists whose members are
+// dyn(), the API server's CEL wanting lists and maps of one type). The
+// variable matched lists the data of the matching presets, in order, and
+// evaluates only theirs; the mutation is the same text whatever the
+// presets: it merges variables.matched into the pod. So a policy grows by
+// its presets' data only, and each preset's data is an expression of its
+// own, under the API server's limit per expression.
 func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 	vars := []admissionregistrationv1.Variable{
 		{Name: "labels", Expression: `has(object.metadata.labels) ? object.metadata.labels : {}`},
@@ -147,7 +165,7 @@ func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 		{Name: "skip", Expression: fmt.Sprintf(`(%[1]s in variables.ann && variables.ann[%[1]s] != "") || (%[2]s in variables.ann && variables.ann[%[2]s] == "true") || (%[3]s in variables.ann && variables.ann[%[3]s] == "true")`,
 			quote(corev1.MirrorPodAnnotationKey), quote(presets.AnnotationExclude), quote(presets.AnnotationExcludeLegacy))},
 	}
-	var any []string
+	var matched []string
 	for k, p := range g.presets {
 		c := p.Content()
 		var b strings.Builder
@@ -160,47 +178,41 @@ func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 				return "", nil, err
 			}
 		}
-		vars = append(vars, admissionregistrationv1.Variable{Name: matchVar(k), Expression: b.String()})
-		any = append(any, "variables."+matchVar(k))
+		data, err := presetData(p)
+		if err != nil {
+			return "", nil, fmt.Errorf("%s: %w", p.Ref(), err)
+		}
+		vars = append(vars,
+			admissionregistrationv1.Variable{Name: "m" + strconv.Itoa(k), Expression: b.String()},
+			admissionregistrationv1.Variable{Name: "d" + strconv.Itoa(k), Expression: data})
+		matched = append(matched, fmt.Sprintf("(variables.m%[1]d ? [variables.d%[1]d] : [])", k))
 	}
-	if len(any) == 0 {
+	if len(matched) == 0 {
 		return "[]", vars, nil
 	}
-	// applied: [prefix, entry] of each matching preset, in order, for
-	// podpreset.dev/applied.
-	var applied []string
-	for k, p := range g.presets {
-		r := p.Ref()
-		prefix := r.Kind + "/" + r.Name + "@"
-		applied = append(applied, fmt.Sprintf("variables.%s ? [[%s, %s]] : []", matchVar(k), quote(prefix), quote(prefix+strconv.FormatInt(r.Generation, 10))))
-	}
 	vars = append(vars,
-		admissionregistrationv1.Variable{Name: "applied", Expression: "[" + strings.Join(wrap(applied), ", ") + "].flatten()"},
+		admissionregistrationv1.Variable{Name: "matched", Expression: "[" + strings.Join(matched, ", ") + "].flatten()"},
 		admissionregistrationv1.Variable{Name: "oldApplied", Expression: fmt.Sprintf(`%[1]s in variables.ann ? variables.ann[%[1]s] : ""`, quote(presets.AnnotationApplied))},
 		// presets' recordApplied: the first application writes every
 		// entry; a later one updates each preset's first entry in place
-		// and appends the presets it lacks.
-		admissionregistrationv1.Variable{Name: "newApplied", Expression: `variables.oldApplied == "" ? variables.applied.map(r, r[1]).join(",") : ` +
-			`cel.bind(es, variables.oldApplied.split(","), (lists.range(size(es)).map(i, cel.bind(hit, variables.applied.filter(r, es[i].trim().startsWith(r[0]) && !es.slice(0, i).exists(x, x.trim().startsWith(r[0]))), size(hit) > 0 ? hit[0][1] : es[i])) + ` +
-			`variables.applied.filter(r, !es.exists(x, x.trim().startsWith(r[0]))).map(r, r[1])).join(","))`},
+		// and appends the presets it lacks. A preset's ref is [its
+		// entry's prefix, the entry].
+		admissionregistrationv1.Variable{Name: "newApplied", Expression: `variables.oldApplied == "" ? variables.matched.map(d, d.ref[1]).join(",") : ` +
+			`cel.bind(refs, variables.matched.map(d, d.ref), cel.bind(es, variables.oldApplied.split(","), (lists.range(size(es)).map(i, cel.bind(hit, refs.filter(r, es[i].trim().startsWith(r[0]) && !es.slice(0, i).exists(x, x.trim().startsWith(r[0]))), size(hit) > 0 ? hit[0][1] : es[i])) + ` +
+			`refs.filter(r, !es.exists(x, x.trim().startsWith(r[0]))).map(r, r[1])).join(",")))`},
 	)
-	inits, err := g.initsVariable()
-	if err != nil {
-		return "", nil, err
-	}
-	pod, err := g.podOps()
-	if err != nil {
-		return "", nil, err
-	}
-	ctrs, err := g.containerOps()
-	if err != nil {
-		return "", nil, err
-	}
-	// The injected init containers are bound in the mutation, not a
-	// variable: object types (Object.spec…) exist in mutations only.
-	expr := "variables.skip || !(" + strings.Join(any, " || ") + ") ? [] :\ncel.bind(inits, " + inits + ",\n" + pod + " +\n" + ctrs + ")"
+	expr := "variables.skip || size(variables.matched) == 0 ? [] :\n" +
+		"cel.bind(inits, " + initsExpr + ",\n" + podOps + " +\n" + containerOps + ")"
+	total := len(expr)
 	for i := range vars {
 		vars[i].Expression = unbind(vars[i].Expression)
+		if n := utf8.RuneCountInString(vars[i].Expression); n > maxExpression {
+			return "", nil, fmt.Errorf("variable %s is %d code points, over the API server's %d", vars[i].Name, n, maxExpression)
+		}
+		total += len(vars[i].Expression)
+	}
+	if total > maxPolicy {
+		return "", nil, fmt.Errorf("%d presets make a policy of %d bytes, over the %d one policy may hold", len(g.presets), total, maxPolicy)
 	}
 	return unbind(expr), vars, nil
 }
@@ -250,60 +262,63 @@ func splitArgs(s string) ([]string, int) {
 	panic("unbalanced CEL: " + s)
 }
 
-func matchVar(k int) string { return "m" + strconv.Itoa(k) }
-
-func wrap(xs []string) []string {
-	out := make([]string, len(xs))
-	for i, x := range xs {
-		out[i] = "(" + x + ")"
-	}
-	return out
-}
-
-// candidates renders the list of the entries the matching presets inject,
-// in order: [m0 ? [e, …] : [], …].flatten(). cond adds a condition per
-// preset (its container targeting); entries renders a preset's entries.
-func (g *gen) candidates(cond func(presets.Content) string, entries func(presets.Content) ([]string, error)) (string, bool, error) {
-	var parts []string
-	for k, p := range g.presets {
-		c := p.Content()
-		es, err := entries(c)
-		if err != nil {
-			return "", false, fmt.Errorf("%s: %w", p.Ref(), err)
+// presetData renders what a preset injects, and its applied entry, as CEL
+// data: {"ref": [prefix, entry], "targets": [...], "env": [...], …}, the
+// lists present only when not empty.
+func presetData(p *presets.Preset) (string, error) {
+	c := p.Content()
+	r := p.Ref()
+	prefix := r.Kind + "/" + r.Name + "@"
+	fields := []string{`"ref": dyn([` + quote(prefix) + ", " + quote(prefix+strconv.FormatInt(r.Generation, 10)) + `])`}
+	if c.Containers != nil {
+		var names []string
+		for _, n := range c.Containers {
+			names = append(names, quote(n))
 		}
-		if len(es) == 0 {
+		fields = append(fields, `"targets": dyn([`+strings.Join(names, ", ")+`])`)
+	}
+	var anns []string
+	for _, a := range c.Annotations {
+		anns = append(anns, "["+quote(a[0])+", "+quote(a[1])+"]")
+	}
+	if len(anns) > 0 {
+		fields = append(fields, `"anns": dyn([`+strings.Join(anns, ", ")+`])`)
+	}
+	for _, l := range []struct {
+		key  string
+		list any
+		n    int
+	}{
+		{"env", c.Env, len(c.Env)}, {"envFrom", c.EnvFrom, len(c.EnvFrom)}, {"volumes", c.Volumes, len(c.Volumes)},
+		{"mounts", c.VolumeMounts, len(c.VolumeMounts)}, {"pulls", c.ImagePullSecrets, len(c.ImagePullSecrets)},
+		{"inits", c.InitContainers, len(c.InitContainers)},
+	} {
+		if l.n == 0 {
 			continue
 		}
-		test := "variables." + matchVar(k)
-		if cond != nil {
-			if extra := cond(c); extra != "" {
-				test += " && " + extra
-			}
+		lit, err := literal(l.list)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", l.key, err)
 		}
-		parts = append(parts, "("+test+" ? ["+strings.Join(es, ", ")+"] : [])")
+		fields = append(fields, quote(l.key)+": dyn("+lit+")")
 	}
-	if len(parts) == 0 {
-		return "[]", false, nil
-	}
-	return "[" + strings.Join(parts, ", ") + "].flatten()", true, nil
+	return "{" + strings.Join(fields, ", ") + "}", nil
 }
 
-func literals[T any](list []T, typePath string) ([]string, error) {
-	out := make([]string, 0, len(list))
-	for i := range list {
-		l, err := literal(&list[i], typePath)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, l)
+// list renders the entries under key of every matching preset, in order;
+// cond, when set, filters the presets (d).
+func list(key, cond string) string {
+	presets := "variables.matched"
+	if cond != "" {
+		presets += ".filter(d, " + cond + ")"
 	}
-	return out, nil
+	return fmt.Sprintf(`%s.map(d, has(d.%[2]s) ? d.%[2]s : []).flatten()`, presets, key)
 }
 
 // addEntries renders the patch operations that add what cand holds and the
-// list at path (whose value in the object is own) lacks, by key: kept in
-// order, the first of each key, none the list has. first puts them before
-// the list's own entries, else after.
+// list at path (whose value in the object is own) lacks, by key (@
+// stands for the entry in it): kept in order, the first of each key, none
+// the list has. first puts them before the list's own entries, else after.
 func addEntries(cand, own, path, key string, first bool) string {
 	keep := fmt.Sprintf(`lists.range(size(cand)).filter(j, !ownKeys.exists(o, o == %[1]s) && !cand.slice(0, j).exists(x, %[2]s == %[1]s)).map(j, cand[j])`,
 		strings.ReplaceAll(key, "@", "cand[j]"), strings.ReplaceAll(key, "@", "x"))
@@ -316,143 +331,42 @@ func addEntries(cand, own, path, key string, first bool) string {
 		cand, own, strings.ReplaceAll(key, "@", "o"), keep, path, at)
 }
 
-// podOps renders the operations on the pod's own fields: volumes, image
-// pull secrets, annotations.
-func (g *gen) podOps() (string, error) {
-	var ops []string
-	vols, ok, err := g.candidates(nil, func(c presets.Content) ([]string, error) { return literals(c.Volumes, "Object.spec.volumes") })
-	if err != nil {
-		return "", err
-	}
-	if ok {
-		ops = append(ops, addEntries(vols, "object.spec.volumes", `"/spec/volumes"`, "@.name", false))
-	}
-	pulls, ok, err := g.candidates(nil, func(c presets.Content) ([]string, error) {
-		return literals(c.ImagePullSecrets, "Object.spec.imagePullSecrets")
-	})
-	if err != nil {
-		return "", err
-	}
-	if ok {
-		ops = append(ops, addEntries(pulls, "object.spec.imagePullSecrets", `"/spec/imagePullSecrets"`, `(has(@.name) ? @.name : "")`, false))
-	}
-	// Annotations: the presets' (when the pod lacks the key and no earlier
-	// preset set it), then podpreset.dev/applied when it changes.
-	anns, _, err := g.candidates(nil, func(c presets.Content) ([]string, error) {
-		var out []string
-		for _, a := range c.Annotations {
-			out = append(out, "["+quote(a[0])+", "+quote(a[1])+"]")
-		}
-		return out, nil
-	})
-	if err != nil {
-		return "", err
-	}
-	ops = append(ops, fmt.Sprintf(`cel.bind(cand, %[1]s, cel.bind(keep, lists.range(size(cand)).filter(j, !(cand[j][0] in variables.ann) && !cand.slice(0, j).exists(x, x[0] == cand[j][0])).map(j, cand[j]) + `+
-		`(variables.newApplied != variables.oldApplied ? [[%[2]s, variables.newApplied]] : []), `+
+// initsExpr is the init containers the matching presets inject: each, in
+// preset order, unless the pod has a container (init or not) of its name
+// or an earlier preset injects one. Bound as inits in the mutation.
+var initsExpr = `cel.bind(cand, ` + list("inits", "") + `, cel.bind(names, (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.name) : []) + (has(object.spec.containers) ? object.spec.containers.map(c, c.name) : []), ` +
+	`lists.range(size(cand)).filter(j, !(cand[j].name in names) && !cand.slice(0, j).exists(x, x.name == cand[j].name)).map(j, cand[j])))`
+
+// podOps are the operations on the pod's own fields: volumes and image
+// pull secrets after the pod's own; annotations when absent, then
+// podpreset.dev/applied when it changes.
+var podOps = addEntries(list("volumes", ""), "object.spec.volumes", `"/spec/volumes"`, "@.name", false) + " +\n" +
+	addEntries(list("pulls", ""), "object.spec.imagePullSecrets", `"/spec/imagePullSecrets"`, `(has(@.name) ? @.name : "")`, false) + " +\n" +
+	fmt.Sprintf(`cel.bind(cand, %s, cel.bind(keep, lists.range(size(cand)).filter(j, !(cand[j][0] in variables.ann) && !cand.slice(0, j).exists(x, x[0] == cand[j][0])).map(j, cand[j]) + `+
+		`(variables.newApplied != variables.oldApplied ? [[%s, variables.newApplied]] : []), `+
 		`size(keep) == 0 ? [] : (has(object.metadata.annotations) ? [] : [JSONPatch{op: "add", path: "/metadata/annotations", value: {}}]) + `+
 		`keep.map(a, JSONPatch{op: "add", path: "/metadata/annotations/" + jsonpatch.escapeKey(a[0]), value: a[1]})))`,
-		anns, quote(presets.AnnotationApplied)))
-	return strings.Join(ops, " +\n"), nil
-}
+		list("anns", ""), quote(presets.AnnotationApplied))
 
-// containerOps renders the operations on every init container and
-// container: env and envFrom before their own, volumeMounts after; then
-// the injected init containers, before the pod's own, with what the
-// presets add to them (they are targets of every preset, as in the
-// engine). The pod's own init containers are patched at their indices
+// targetOps are the operations on one target container c at path p: what
+// the matching presets that target it add to its env and envFrom (before
+// its own) and volumeMounts (after).
+var targetOps = func() string {
+	cond := "!has(d.targets) || c.name in d.targets"
+	return addEntries(list("env", cond), "c.env", `p + "/env"`, "@.name", true) + " + " +
+		addEntries(list("envFrom", cond), "c.envFrom", `p + "/envFrom"`, envFromKey, true) + " + " +
+		addEntries(list("mounts", cond), "c.volumeMounts", `p + "/volumeMounts"`, "@.mountPath", false)
+}()
+
+// containerOps are the operations on every init container and container;
+// then the injected init containers go in before the pod's own, and get
+// what the presets add to them (they are targets of every preset, as in
+// the engine). The pod's own init containers are patched at their indices
 // before the injected ones shift them.
-func (g *gen) containerOps() (string, error) {
-	var out []string
-	targetOps := map[string]string{}
-	for _, l := range []string{"initContainers", "containers"} {
-		ops, err := g.targetOps("Object.spec." + l)
-		if err != nil {
-			return "", err
-		}
-		targetOps[l] = ops
-		if ops == "" {
-			continue
-		}
-		out = append(out, fmt.Sprintf(`(has(object.spec.%[1]s) ? lists.range(size(object.spec.%[1]s)).map(i, cel.bind(c, object.spec.%[1]s[i], cel.bind(p, "/spec/%[1]s/" + string(i), %[2]s))).flatten() : [])`,
-			l, ops))
-	}
-	if g.injectsInits() {
-		out = append(out, `(has(object.spec.initContainers) ? lists.range(size(inits)).map(j, JSONPatch{op: "add", path: "/spec/initContainers/" + string(j), value: inits[j]}) : `+
-			`size(inits) == 0 ? [] : [JSONPatch{op: "add", path: "/spec/initContainers", value: inits}])`)
-		if ops := targetOps["initContainers"]; ops != "" {
-			out = append(out, fmt.Sprintf(`lists.range(size(inits)).map(i, cel.bind(c, inits[i], cel.bind(p, "/spec/initContainers/" + string(i), %s))).flatten()`, ops))
-		}
-	}
-	if len(out) == 0 {
-		return "[]", nil
-	}
-	return strings.Join(out, " +\n"), nil
-}
-
-func (g *gen) injectsInits() bool {
-	for _, p := range g.presets {
-		if len(p.Content().InitContainers) > 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// initsVariable renders the init containers the matching presets inject:
-// each, in preset order, unless the pod has a container (init or not) of
-// its name or an earlier preset injects one.
-func (g *gen) initsVariable() (string, error) {
-	cand, ok, err := g.candidates(nil, func(c presets.Content) ([]string, error) {
-		return literals(c.InitContainers, "Object.spec.initContainers")
-	})
-	if err != nil || !ok {
-		return "[]", err
-	}
-	return fmt.Sprintf(`cel.bind(cand, %s, cel.bind(names, (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.name) : []) + (has(object.spec.containers) ? object.spec.containers.map(c, c.name) : []), `+
-		`lists.range(size(cand)).filter(j, !(cand[j].name in names) && !cand.slice(0, j).exists(x, x.name == cand[j].name)).map(j, cand[j])))`, cand), nil
-}
-
-// targetOps renders the operations on one target container c at path p,
-// typed as the list at typ: what the presets that target it add to its
-// env, envFrom and volumeMounts. Empty when no preset adds any.
-func (g *gen) targetOps(typ string) (string, error) {
-	target := func(c presets.Content) string {
-		if c.Containers == nil {
-			return ""
-		}
-		var names []string
-		for _, n := range c.Containers {
-			names = append(names, quote(n))
-		}
-		return "c.name in [" + strings.Join(names, ", ") + "]"
-	}
-	var ops []string
-	env, ok, err := g.candidates(target, func(c presets.Content) ([]string, error) { return literals(c.Env, typ+".env") })
-	if err != nil {
-		return "", err
-	}
-	if ok {
-		ops = append(ops, addEntries(env, "c.env", `p + "/env"`, "@.name", true))
-	}
-	envFrom, ok, err := g.candidates(target, func(c presets.Content) ([]string, error) { return literals(c.EnvFrom, typ+".envFrom") })
-	if err != nil {
-		return "", err
-	}
-	if ok {
-		ops = append(ops, addEntries(envFrom, "c.envFrom", `p + "/envFrom"`, envFromKey, true))
-	}
-	mounts, ok, err := g.candidates(target, func(c presets.Content) ([]string, error) {
-		return literals(c.VolumeMounts, typ+".volumeMounts")
-	})
-	if err != nil {
-		return "", err
-	}
-	if ok {
-		ops = append(ops, addEntries(mounts, "c.volumeMounts", `p + "/volumeMounts"`, "@.mountPath", false))
-	}
-	return strings.Join(ops, " + "), nil
-}
+var containerOps = fmt.Sprintf(`(has(object.spec.initContainers) ? lists.range(size(object.spec.initContainers)).map(i, cel.bind(c, object.spec.initContainers[i], cel.bind(p, "/spec/initContainers/" + string(i), %[1]s))).flatten() : []) +
+(has(object.spec.containers) ? lists.range(size(object.spec.containers)).map(i, cel.bind(c, object.spec.containers[i], cel.bind(p, "/spec/containers/" + string(i), %[1]s))).flatten() : []) +
+(has(object.spec.initContainers) ? lists.range(size(inits)).map(j, JSONPatch{op: "add", path: "/spec/initContainers/" + string(j), value: inits[j]}) : size(inits) == 0 ? [] : [JSONPatch{op: "add", path: "/spec/initContainers", value: inits}]) +
+lists.range(size(inits)).map(i, cel.bind(c, inits[i], cel.bind(p, "/spec/initContainers/" + string(i), %[1]s))).flatten()`, targetOps)
 
 // envFromKey is presets' key of an envFrom entry E: (configMap name,
 // secret name, prefix); @ stands for the entry.

@@ -1,7 +1,9 @@
 package admissionpolicy
 
 import (
+	"encoding/json"
 	"errors"
+	"reflect"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -9,7 +11,10 @@ import (
 	"testing"
 
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/ext"
+	"google.golang.org/protobuf/types/known/structpb"
+	"k8s.io/apimachinery/pkg/api/resource"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -230,9 +235,16 @@ func TestPlanBindsEachNamespaceOnce(t *testing.T) {
 	if want := []string{"podpreset-ns-shop", "podpreset-ns-web", "podpreset-cluster"}; !slices.Equal(names, want) {
 		t.Fatalf("policies %v, want %v", names, want)
 	}
-	shop := plan[0].Policy.Spec.Mutations[0].JSONPatch.Expression
-	if a, b, l := strings.Index(shop, `value: "a"`), strings.Index(shop, `value: "b"`), strings.Index(shop, `value: "json"`); a < 0 || !(a < b && b < l) {
-		t.Errorf("shop's policy does not hold a, b, then the ClusterPodPreset in that order")
+	var order []string
+	for _, v := range plan[0].Policy.Spec.Variables {
+		if strings.HasPrefix(v.Name, "d") {
+			_, after, _ := strings.Cut(v.Expression, `"ref": dyn([`)
+			ref, _, _ := strings.Cut(after, ",")
+			order = append(order, ref)
+		}
+	}
+	if want := []string{`"PodPreset/a@"`, `"PodPreset/b@"`, `"ClusterPodPreset/logging@"`}; !slices.Equal(order, want) {
+		t.Errorf("shop's policy holds %v, want %v in that order", order, want)
 	}
 	if got := plan[0].Binding.Spec.MatchResources.NamespaceSelector.MatchLabels; got[corev1.LabelMetadataName] != "shop" {
 		t.Errorf("shop's binding selects %v", got)
@@ -247,13 +259,72 @@ func TestPlanBindsEachNamespaceOnce(t *testing.T) {
 	}
 }
 
-// A field named after a CEL reserved word is written escaped, as the API
-// server names it.
-func TestReservedFieldNames(t *testing.T) {
-	for name, want := range map[string]string{"namespace": "__namespace__", "name": "name", "in": "__in__", "x-y": ""} {
-		got, ok := fieldName(name)
-		if ok != (want != "") || got != want {
-			t.Errorf("fieldName(%q) = %q, %v; want %q", name, got, ok, want)
+// A preset's data reads back, through CEL, as its entries' JSON: what the
+// policy writes into the pod is what the webhook's patch writes.
+func TestDataIsTheEntriesJSON(t *testing.T) {
+	entries := []any{
+		[]corev1.EnvVar{{Name: "A", Value: hostile}, {Name: "B", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, Key: "k", Optional: new(true)}}}},
+		[]corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, DefaultMode: new(int32(0o440)), Items: []corev1.KeyToPath{{Key: "a", Path: "b"}}}}}},
+		[]corev1.Container{{Name: "init", Image: "registry.example/init:1", Args: []string{"--x", ""}, Resources: corev1.ResourceRequirements{
+			Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}}}},
+	}
+	for _, e := range entries {
+		lit, err := literal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := json.Marshal(toJSON(t, evalValue(t, "dyn("+lit+")")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var g, w any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(want, &w); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("%T reads back as\n%s\nwant\n%s", e, got, want)
 		}
 	}
+}
+
+const hostile = `"}] + [JSONPatch{op: "remove", path: "/spec"}] + [{"a": "`
+
+func evalValue(t *testing.T, expr string) ref.Val {
+	t.Helper()
+	env, err := cel.NewEnv(cel.HomogeneousAggregateLiterals())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ast, iss := env.Compile(expr)
+	if iss.Err() != nil {
+		t.Fatalf("compiling %s: %v", expr, iss.Err())
+	}
+	prg, err := env.Program(ast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := prg.Eval(map[string]any{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// toJSON converts a CEL value to plain Go values for encoding/json.
+func toJSON(t *testing.T, v ref.Val) any {
+	t.Helper()
+	native, err := v.ConvertToNative(reflect.TypeFor[*structpb.Value]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return native.(*structpb.Value).AsInterface()
 }

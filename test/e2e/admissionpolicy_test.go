@@ -34,6 +34,131 @@ type policyCase struct {
 	nsLabels map[string]string
 }
 
+// TestAdmissionModeAuto runs the webhook with --admission-mode=auto: the
+// leader compiles a namespace's presets into its policy, the webhook
+// leaves that namespace's pods to the API server (counted as "policy")
+// while they still get their presets, a change to a preset reaches pods
+// through the rewritten policy, a deleted preset's policy is retired and
+// deleted, and a namespace whose preset takes a value from Consul stays
+// with the webhook.
+func TestAdmissionModeAuto(t *testing.T) {
+	ctx := t.Context()
+	if err := cp.StopWebhook(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cp.StopWebhook()
+		// Back in webhook mode, no controller removes what the leader
+		// compiled for other tests' namespaces.
+		managed := client.MatchingLabels{admissionpolicy.LabelManagedBy: admissionpolicy.ManagedBy}
+		_ = k8s.DeleteAllOf(context.Background(), &admissionregistrationv1.MutatingAdmissionPolicyBinding{}, managed)
+		_ = k8s.DeleteAllOf(context.Background(), &admissionregistrationv1.MutatingAdmissionPolicy{}, managed)
+		_ = cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...)
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			for line := range strings.SplitSeq(webhookLog.String(), "\n") {
+				if strings.Contains(line, "admission-policies") || strings.Contains(line, "admission polic") {
+					t.Log(line)
+				}
+			}
+		}
+	})
+	// The leader compiles the presets of every namespace, those of earlier
+	// tests' namespaces still being deleted too: this test runs before
+	// the differential one, which leaves hundreds.
+	if err := cp.StartWebhook(ctx, webhookBin, &webhookLog, append(slices.Clone(webhookArgs), "--admission-mode=auto")...); err != nil {
+		t.Fatal(err)
+	}
+	plain, sourced := namespace(t, nil), namespace(t, nil)
+	labels := map[string]string{"app": "web"}
+	pp := podPreset("settings", plain, labels, env("LEVEL", "1"))
+	createPreset(t, pp)
+	fromConsul := podPreset("consul", sourced, labels)
+	fromConsul.Spec.Env = []v1alpha1.EnvVar{{Name: "DB_HOST", ValueFrom: &v1alpha1.EnvVarSource{ConsulKV: &v1alpha1.ConsulKeySelector{Key: "apps/" + sourced + "/db/host"}}}}
+	createPreset(t, fromConsul)
+
+	policyName := admissionpolicy.NamespacePolicyName(plain)
+	policyOf := func(name string) (*admissionregistrationv1.MutatingAdmissionPolicy, error) {
+		var pol admissionregistrationv1.MutatingAdmissionPolicy
+		return &pol, k8s.Get(ctx, client.ObjectKey{Name: name}, &pol)
+	}
+	levelIn := func(ns string) string {
+		pod, err := dryRun(ctx, testPod("probe", ns, labels), ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return envOf(pod.Spec.Containers[0])["LEVEL"] + "|" + pod.Annotations[presets.AnnotationApplied]
+	}
+	eventually(t, time.Minute, func() error {
+		if _, err := policyOf(policyName); err != nil {
+			return err
+		}
+		before := counters(t)[`podpreset_admission_total{result="policy"}`]
+		if got := levelIn(plain); got != "1|PodPreset/settings@1" {
+			return fmt.Errorf("a pod in %s got %q", plain, got)
+		}
+		if after := counters(t)[`podpreset_admission_total{result="policy"}`]; after != before+1 {
+			return fmt.Errorf("the webhook counted %v admissions left to the policy, want 1", after-before)
+		}
+		return nil
+	})
+	pol, err := policyOf(policyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pol.Labels[admissionpolicy.LabelManagedBy] != admissionpolicy.ManagedBy || pol.Annotations[admissionpolicy.AnnotationInputs] == "" {
+		t.Errorf("the policy's labels %v, annotations %v", pol.Labels, pol.Annotations)
+	}
+
+	// The namespace whose preset reads Consul stays with the webhook.
+	if _, err := policyOf(admissionpolicy.NamespacePolicyName(sourced)); !apierrors.IsNotFound(err) {
+		t.Errorf("a policy for the namespace with a Consul preset: %v", err)
+	}
+	before := counters(t)[`podpreset_admission_total{result="injected"}`]
+	pod, err := dryRun(ctx, testPod("probe", sourced, labels), sourced)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pod.Annotations[presets.AnnotationApplied]; got != "PodPreset/consul@1" {
+		t.Errorf("a pod in the Consul namespace got applied %q", got)
+	}
+	if after := counters(t)[`podpreset_admission_total{result="injected"}`]; after != before+1 {
+		t.Errorf("the webhook injected %v pods in the Consul namespace, want 1", after-before)
+	}
+
+	// A change reaches pods through the rewritten policy.
+	eventually(t, 10*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(pp), pp); err != nil {
+			return err
+		}
+		pp.Spec.Env = []v1alpha1.EnvVar{env("LEVEL", "2")}
+		return k8s.Update(ctx, pp)
+	})
+	eventually(t, 30*time.Second, func() error {
+		if got := levelIn(plain); got != "2|PodPreset/settings@2" {
+			return fmt.Errorf("after the change a pod got %q", got)
+		}
+		return nil
+	})
+
+	// A deleted preset: its policy is retired (every replica serves the
+	// namespace again), then deleted; no pod gets the preset meanwhile or
+	// after.
+	if err := k8s.Delete(ctx, pp); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if got := levelIn(plain); got != "|" {
+			return fmt.Errorf("after the preset's deletion a pod got %q", got)
+		}
+		if _, err := policyOf(policyName); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the policy is still there: %v", err)
+		}
+		return nil
+	})
+}
+
 // TestPolicyStoresWhatTheWebhookStores is issue 14's differential proof:
 // each generated case's presets are created in a namespace the webhook
 // serves, and compiled (admissionpolicy) into a policy bound to a twin
@@ -84,6 +209,7 @@ func runDifferential(t *testing.T, all []policyCase) {
 		compileErr error
 	}
 	var twins []*twin
+	var policies []admissionpolicy.Policy
 	for i, c := range all {
 		tw := &twin{c: c, web: namespace(t, withLabel(c.nsLabels, "podpreset.dev/case", "w"+strconv.Itoa(i))),
 			pol: namespace(t, withLabel(c.nsLabels, "podpreset.dev/case", "p"+strconv.Itoa(i)))}
@@ -125,14 +251,20 @@ func runDifferential(t *testing.T, all []policyCase) {
 		if err != nil {
 			t.Fatalf("case %d (%s): compiling: %v", i, c.name, err)
 		}
-		create(t, pol.Policy)
-		create(t, pol.Binding)
+		policies = append(policies, pol)
 		t.Cleanup(func() {
 			_ = k8s.Delete(context.Background(), pol.Binding)
 			_ = k8s.Delete(context.Background(), pol.Policy)
 		})
 		tw.sentinel = strconv.Itoa(i)
 		twins = append(twins, tw)
+	}
+	// One at a time: the API server compiles each policy as it stores it,
+	// and a burst of hundreds at once left some without effect for over
+	// 30 s (the API server's policy source catching up).
+	for _, pol := range policies {
+		create(t, pol.Policy)
+		create(t, pol.Binding)
 	}
 	// Both sides serve every case before any is compared.
 	for _, tw := range twins {
@@ -163,7 +295,11 @@ func runDifferential(t *testing.T, all []policyCase) {
 					return err
 				}
 				if a := got.Annotations[presets.AnnotationApplied]; !strings.Contains(a, "PodPreset/zz-sentinel@1") {
-					return fmt.Errorf("%s: a probe in %s got %q, not the sentinel preset", tw.c.name, ns, a)
+					side := "webhook"
+					if ns == tw.pol {
+						side = "policy"
+					}
+					return fmt.Errorf("%s: a probe in %s (the %s side) got %q, not the sentinel preset", tw.c.name, ns, side, a)
 				}
 				return nil
 			})
@@ -551,117 +687,4 @@ func TestCompiledPoliciesKeepTenantsApart(t *testing.T) {
 			t.Errorf("a pod in %s: applied %q, want %q", ns, applied, want)
 		}
 	}
-}
-
-// TestAdmissionModeAuto runs the webhook with --admission-mode=auto: the
-// leader compiles a namespace's presets into its policy, the webhook
-// leaves that namespace's pods to the API server (counted as "policy")
-// while they still get their presets, a change to a preset reaches pods
-// through the rewritten policy, a deleted preset's policy is retired and
-// deleted, and a namespace whose preset takes a value from Consul stays
-// with the webhook.
-func TestAdmissionModeAuto(t *testing.T) {
-	ctx := t.Context()
-	if err := cp.StopWebhook(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cp.StopWebhook()
-		// Back in webhook mode, no controller removes what the leader
-		// compiled for other tests' namespaces.
-		managed := client.MatchingLabels{admissionpolicy.LabelManagedBy: admissionpolicy.ManagedBy}
-		_ = k8s.DeleteAllOf(context.Background(), &admissionregistrationv1.MutatingAdmissionPolicyBinding{}, managed)
-		_ = k8s.DeleteAllOf(context.Background(), &admissionregistrationv1.MutatingAdmissionPolicy{}, managed)
-		_ = cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...)
-	})
-	if err := cp.StartWebhook(ctx, webhookBin, &webhookLog, append(slices.Clone(webhookArgs), "--admission-mode=auto")...); err != nil {
-		t.Fatal(err)
-	}
-	plain, sourced := namespace(t, nil), namespace(t, nil)
-	labels := map[string]string{"app": "web"}
-	pp := podPreset("settings", plain, labels, env("LEVEL", "1"))
-	createPreset(t, pp)
-	fromConsul := podPreset("consul", sourced, labels)
-	fromConsul.Spec.Env = []v1alpha1.EnvVar{{Name: "DB_HOST", ValueFrom: &v1alpha1.EnvVarSource{ConsulKV: &v1alpha1.ConsulKeySelector{Key: "apps/" + sourced + "/db/host"}}}}
-	createPreset(t, fromConsul)
-
-	policyName := admissionpolicy.NamespacePolicyName(plain)
-	policyOf := func(name string) (*admissionregistrationv1.MutatingAdmissionPolicy, error) {
-		var pol admissionregistrationv1.MutatingAdmissionPolicy
-		return &pol, k8s.Get(ctx, client.ObjectKey{Name: name}, &pol)
-	}
-	levelIn := func(ns string) string {
-		pod, err := dryRun(ctx, testPod("probe", ns, labels), ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return envOf(pod.Spec.Containers[0])["LEVEL"] + "|" + pod.Annotations[presets.AnnotationApplied]
-	}
-	eventually(t, 30*time.Second, func() error {
-		if _, err := policyOf(policyName); err != nil {
-			return err
-		}
-		before := counters(t)[`podpreset_admission_total{result="policy"}`]
-		if got := levelIn(plain); got != "1|PodPreset/settings@1" {
-			return fmt.Errorf("a pod in %s got %q", plain, got)
-		}
-		if after := counters(t)[`podpreset_admission_total{result="policy"}`]; after != before+1 {
-			return fmt.Errorf("the webhook counted %v admissions left to the policy, want 1", after-before)
-		}
-		return nil
-	})
-	pol, err := policyOf(policyName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pol.Labels[admissionpolicy.LabelManagedBy] != admissionpolicy.ManagedBy || pol.Annotations[admissionpolicy.AnnotationInputs] == "" {
-		t.Errorf("the policy's labels %v, annotations %v", pol.Labels, pol.Annotations)
-	}
-
-	// The namespace whose preset reads Consul stays with the webhook.
-	if _, err := policyOf(admissionpolicy.NamespacePolicyName(sourced)); !apierrors.IsNotFound(err) {
-		t.Errorf("a policy for the namespace with a Consul preset: %v", err)
-	}
-	before := counters(t)[`podpreset_admission_total{result="injected"}`]
-	pod, err := dryRun(ctx, testPod("probe", sourced, labels), sourced)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := pod.Annotations[presets.AnnotationApplied]; got != "PodPreset/consul@1" {
-		t.Errorf("a pod in the Consul namespace got applied %q", got)
-	}
-	if after := counters(t)[`podpreset_admission_total{result="injected"}`]; after != before+1 {
-		t.Errorf("the webhook injected %v pods in the Consul namespace, want 1", after-before)
-	}
-
-	// A change reaches pods through the rewritten policy.
-	eventually(t, 10*time.Second, func() error {
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(pp), pp); err != nil {
-			return err
-		}
-		pp.Spec.Env = []v1alpha1.EnvVar{env("LEVEL", "2")}
-		return k8s.Update(ctx, pp)
-	})
-	eventually(t, 30*time.Second, func() error {
-		if got := levelIn(plain); got != "2|PodPreset/settings@2" {
-			return fmt.Errorf("after the change a pod got %q", got)
-		}
-		return nil
-	})
-
-	// A deleted preset: its policy is retired (every replica serves the
-	// namespace again), then deleted; no pod gets the preset meanwhile or
-	// after.
-	if err := k8s.Delete(ctx, pp); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 30*time.Second, func() error {
-		if got := levelIn(plain); got != "|" {
-			return fmt.Errorf("after the preset's deletion a pod got %q", got)
-		}
-		if _, err := policyOf(policyName); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("the policy is still there: %v", err)
-		}
-		return nil
-	})
 }
