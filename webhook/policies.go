@@ -75,6 +75,10 @@ type PolicyController struct {
 	// Resync is how often the policies are checked without a preset
 	// change (someone edited one); 30 s when 0.
 	Resync time.Duration
+	// Off (--admission-mode=webhook) removes every policy an earlier
+	// auto mode left, once: the webhook serves everything, and a policy
+	// left in force would apply presets as they were when it was written.
+	Off bool
 	// refused holds the refusals last logged, so each is logged once.
 	refused map[string]bool
 }
@@ -82,8 +86,34 @@ type PolicyController struct {
 // NeedLeaderElection: one replica writes the policies.
 func (c *PolicyController) NeedLeaderElection() bool { return true }
 
-// Start reconciles on every preset change and every Resync until ctx ends.
+// Start reconciles on every preset change and every Resync until ctx ends
+// (Off: removes the policies and returns).
 func (c *PolicyController) Start(ctx context.Context) error {
+	if c.Off {
+		// One by one: the role grants delete, not deletecollection.
+		managed := client.MatchingLabels{admissionpolicy.LabelManagedBy: admissionpolicy.ManagedBy}
+		var bindings admissionregistrationv1.MutatingAdmissionPolicyBindingList
+		var policies admissionregistrationv1.MutatingAdmissionPolicyList
+		var errs []error
+		if err := c.Reader.List(ctx, &bindings, managed); err != nil {
+			errs = append(errs, err)
+		}
+		if err := c.Reader.List(ctx, &policies, managed); err != nil {
+			errs = append(errs, err)
+		}
+		for i := range bindings.Items {
+			errs = append(errs, client.IgnoreNotFound(c.Client.Delete(ctx, &bindings.Items[i])))
+		}
+		for i := range policies.Items {
+			errs = append(errs, client.IgnoreNotFound(c.Client.Delete(ctx, &policies.Items[i])))
+		}
+		if err := errors.Join(errs...); err != nil {
+			c.Log.Error(err, "removing the admission policies an earlier --admission-mode=auto wrote")
+		} else if len(policies.Items) > 0 {
+			c.Log.Info("removed the admission policies an earlier --admission-mode=auto wrote", "policies", len(policies.Items))
+		}
+		return nil
+	}
 	trigger := make(chan struct{}, 1)
 	poke := func() {
 		select {

@@ -417,12 +417,10 @@ func (ws *webhookSetup) registerLeader(mgr manager.Manager, opts Options, store 
 	if err := status.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the preset status controller: %w", err)
 	}
-	if opts.AdmissionMode == webhook.ModeAuto {
-		policies := &webhook.PolicyController{Client: mgr.GetClient(), Reader: mgr.GetCache(), Store: store, OwnNamespace: opts.Namespace,
-			Log: mgr.GetLogger().WithName("admission-policies")}
-		if err := mgr.Add(policies); err != nil {
-			return fmt.Errorf("adding the admission policy controller: %w", err)
-		}
+	policies := &webhook.PolicyController{Client: mgr.GetClient(), Reader: mgr.GetCache(), Store: store, OwnNamespace: opts.Namespace,
+		Log: mgr.GetLogger().WithName("admission-policies"), Off: opts.AdmissionMode != webhook.ModeAuto}
+	if err := mgr.Add(policies); err != nil {
+		return fmt.Errorf("adding the admission policy controller: %w", err)
 	}
 	if opts.CertMode == CertModeSelf {
 		rotator := &certs.Rotator{Client: mgr.GetClient(), Cache: mgr.GetCache(), Secret: ws.loader.Secret,

@@ -25,12 +25,17 @@
 // pod's own entries are never rewritten: every operation is an add, so
 // fields unknown to our types survive.
 //
-// Injected values are typed object constructions
-// (Object.spec.containers.env{…}) built from the compiled values' JSON, so
-// the API server decodes into the pod exactly what the webhook's patch
-// carries. The API server's CEL has no cel.bind; [e].map(x, body)[0]
-// binds x alike.
-//
+// Each preset is two CEL variables: whether it matches, and what it injects
+// as plain data (maps and lists with dyn() members, built from the
+// compiled entries' JSON, so the API server decodes into the pod exactly
+// what the webhook's patch carries). The variable matched holds the data
+// of the matching presets, in order; the mutation is the same text for
+// every policy and reads only matched. The API server allows 100,000
+// characters per expression: this way a policy holds as many presets as its
+// object's size allows (the compiler refuses one over 1 MiB; the
+// benchmark's 1,000 presets take 0.9 MB). The API server's CEL has no
+// cel.bind; [e].map(x, body)[0] binds x alike.
+
 // # What is not compiled
 //
 // Check refuses, naming the field: presets with Consul or Vault values

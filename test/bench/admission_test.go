@@ -27,17 +27,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/admissionpolicy"
 	"github.com/podpreset/podpreset/presets/presetstest"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
 // The sizes of a run; every loop is bounded by them and by loopLimit.
 var (
-	rounds    = flag.Int("rounds", 5, "interleaved rounds of every case")
-	seqPods   = flag.Int("seq-pods", 60, "pods per case per round, created one at a time")
-	parPods   = flag.Int("par-pods", 240, "pods per case per round and client count, created by parallel clients")
-	scalePods = flag.Int("scale-pods", 40, "pods per point of the scale curve per round")
-	scale     = flag.Bool("scale", true, "measure the scale curve (1, 5, 10 matching of 10, 1,000, 10,000 presets)")
+	rounds        = flag.Int("rounds", 5, "interleaved rounds of every case")
+	seqPods       = flag.Int("seq-pods", 60, "pods per case per round, created one at a time")
+	parPods       = flag.Int("par-pods", 240, "pods per case per round and client count, created by parallel clients")
+	scalePods     = flag.Int("scale-pods", 40, "pods per point of the scale curve per round")
+	policyPresets = flag.Int("policy-presets", 1000, "presets compiled into the policy of the compiled-policy case (5 match the pod)")
+	scale         = flag.Bool("scale", true, "measure the scale curve (1, 5, 10 matching of 10, 1,000, 10,000 presets)")
 )
 
 // loopLimit bounds any one loop of creations in time.
@@ -86,6 +88,11 @@ func BenchmarkAdmission(b *testing.B) {
 	installNoop(b, cl, noop)
 	createPresets(b, cl, presetstest.BenchPresets(nsPP, 1000))
 	merged := preMerged(b, nsNone)
+	// The compiled policy's namespace is one the webhook is never called
+	// for (podpreset.dev/ignore=true); its binding selects it by name, the
+	// rest of Compile's binding as is.
+	nsPol := makeNamespace(b, cl, "bench-policy", map[string]string{"podpreset.dev/ignore": "true"})
+	installPolicy(b, cl, nsPol)
 
 	cases := []caseSpec{
 		{id: "none", name: "no webhook called", ns: nsNone, pod: benchPod(nsNone)},
@@ -101,6 +108,7 @@ func BenchmarkAdmission(b *testing.B) {
 			p.Name = name
 			return p
 		}},
+		{id: "policy", name: fmt.Sprintf("compiled policy (%d presets), 5 injected, no webhook", *policyPresets), ns: nsPol, pod: benchPod(nsPol), presets: 5},
 	}
 	// The podpreset cases must do what they say: check one pod of each.
 	checkCases(b, cl, cases)
@@ -114,7 +122,7 @@ func BenchmarkAdmission(b *testing.B) {
 		for _, c := range cases {
 			createSeq(b, cl, c, "warm", 20)
 		}
-		clean(b, cl, nsNone, nsNoop, nsPP)
+		clean(b, cl, nsNone, nsNoop, nsPP, nsPol)
 		for r := range *rounds {
 			for _, c := range rotate(cases, r) {
 				before := readCPU(b, pids)
@@ -122,7 +130,7 @@ func BenchmarkAdmission(b *testing.B) {
 				addCPU(cpu, c.name, before, readCPU(b, pids))
 				created[c.name] += *seqPods
 			}
-			clean(b, cl, nsNone, nsNoop, nsPP)
+			clean(b, cl, nsNone, nsNoop, nsPP, nsPol)
 		}
 		for _, clients := range []int{1, 8, 32} {
 			par[clients] = map[string][]float64{}
@@ -130,7 +138,7 @@ func BenchmarkAdmission(b *testing.B) {
 				for _, c := range rotate(cases, r) {
 					par[clients][c.name] = append(par[clients][c.name], createPar(b, cl, c, fmt.Sprintf("p%d-%d", clients, r), *parPods, clients))
 				}
-				clean(b, cl, nsNone, nsNoop, nsPP)
+				clean(b, cl, nsNone, nsNoop, nsPP, nsPol)
 			}
 		}
 		report(b, cases, seq, par, cpu, created)
@@ -286,7 +294,7 @@ func createPresets(b *testing.B, cl client.Client, pps []*v1alpha1.PodPreset) {
 // engine, as the webhook would: the "same content, no webhook" baseline.
 func preMerged(b *testing.B, ns string) *corev1.Pod {
 	var ps []*presets.Preset
-	for _, pp := range presetstest.BenchPresets(ns, 1000) {
+	for _, pp := range presetstest.BenchPresets(ns, *policyPresets) {
 		p, errs := presets.Load(pp)
 		if len(errs) > 0 {
 			b.Fatal(errs)
@@ -300,6 +308,40 @@ func preMerged(b *testing.B, ns string) *corev1.Pod {
 	p := res.Pod.DeepCopy()
 	p.GenerateName = ""
 	return p
+}
+
+// installPolicy compiles the benchmark's presets (-policy-presets), as if in ns, into
+// a MutatingAdmissionPolicy bound to ns, and waits until it applies.
+func installPolicy(b *testing.B, cl client.Client, ns string) {
+	var ps []*presets.Preset
+	for _, pp := range presetstest.BenchPresets(ns, *policyPresets) {
+		p, errs := presets.Load(pp)
+		if len(errs) > 0 {
+			b.Fatal(errs.ToAggregate())
+		}
+		ps = append(ps, p)
+	}
+	pol, err := admissionpolicy.Compile("podpreset-bench", ps, &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pol.Binding.Spec.MatchResources.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}
+	for _, obj := range []client.Object{pol.Policy, pol.Binding} {
+		_ = cl.Delete(b.Context(), obj)
+		if err := cl.Create(b.Context(), obj); err != nil {
+			b.Fatalf("creating the compiled policy: %v", err)
+		}
+	}
+	waitFor(b, time.Minute, func() error {
+		p := benchPod(ns)("policy-probe")
+		if err := cl.Create(b.Context(), p, client.DryRunAll); err != nil {
+			return err
+		}
+		if got := strings.Count(p.Annotations[presets.AnnotationApplied], "PodPreset/"); got != 5 {
+			return fmt.Errorf("the compiled policy applied %d presets, want 5", got)
+		}
+		return nil
+	})
 }
 
 // checkCases creates one pod of each case and checks what it got: the
@@ -444,7 +486,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // benchmark metrics.
 func report(b *testing.B, cases []caseSpec, seq map[string][]time.Duration, par map[int]map[string][]float64,
 	cpu map[string]map[string]time.Duration, created map[string]int) {
-	none, noop, nothing, injected, merged := cases[0].name, cases[1].name, cases[2].name, cases[3].name, cases[4].name
+	none, noop, nothing, injected, merged, pol := cases[0].name, cases[1].name, cases[2].name, cases[3].name, cases[4].name, cases[5].name
 	p50 := func(c string) float64 { return ms(percentile(seq[c], 0.5)) }
 	fmt.Printf("\nAdmission, %d rounds, interleaved; %d sequential pods per case per round, %d per case per round and client count in parallel\n\n",
 		*rounds, *seqPods, *parPods)
@@ -472,6 +514,9 @@ func report(b *testing.B, cases []caseSpec, seq map[string][]time.Duration, par 
 		{"nothing matches / do-nothing webhook, throughput at 32 clients", "nothing/noop-32c", median(par[32][nothing]) / median(par[32][noop])},
 		{"5 injected / (pre-merged × do-nothing ÷ none), p50", "injected/expected-p50", p50(injected) / expected},
 		{"5 injected / pre-merged, throughput at 8 clients", "injected/merged-8c", median(par[8][injected]) / median(par[8][merged])},
+		{"compiled policy / pre-merged, p50", "policy/merged-p50", p50(pol) / p50(merged)},
+		{"compiled policy / pre-merged, throughput at 8 clients", "policy/merged-8c", median(par[8][pol]) / median(par[8][merged])},
+		{"compiled policy / 5 injected by the webhook, p50", "policy/injected-p50", p50(pol) / p50(injected)},
 	}
 	fmt.Println()
 	for _, r := range ratios {

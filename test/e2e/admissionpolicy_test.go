@@ -48,11 +48,6 @@ func TestAdmissionModeAuto(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		_ = cp.StopWebhook()
-		// Back in webhook mode, no controller removes what the leader
-		// compiled for other tests' namespaces.
-		managed := client.MatchingLabels{admissionpolicy.LabelManagedBy: admissionpolicy.ManagedBy}
-		_ = k8s.DeleteAllOf(context.Background(), &admissionregistrationv1.MutatingAdmissionPolicyBinding{}, managed)
-		_ = k8s.DeleteAllOf(context.Background(), &admissionregistrationv1.MutatingAdmissionPolicy{}, managed)
 		_ = cp.StartWebhook(context.Background(), webhookBin, &webhookLog, webhookArgs...)
 	})
 	t.Cleanup(func() {
@@ -157,6 +152,34 @@ func TestAdmissionModeAuto(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Back in webhook mode, the leader removes every policy auto mode
+	// wrote: left in force, one would apply presets as they were.
+	again := podPreset("again", plain, labels, env("LEVEL", "3"))
+	createPreset(t, again)
+	eventually(t, time.Minute, func() error {
+		_, err := policyOf(policyName)
+		return err
+	})
+	if err := cp.StopWebhook(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.StartWebhook(ctx, webhookBin, &webhookLog, webhookArgs...); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		var list admissionregistrationv1.MutatingAdmissionPolicyList
+		if err := k8s.List(ctx, &list, client.MatchingLabels{admissionpolicy.LabelManagedBy: admissionpolicy.ManagedBy}); err != nil {
+			return err
+		}
+		if len(list.Items) > 0 {
+			return fmt.Errorf("%d policies left after the switch back to webhook mode", len(list.Items))
+		}
+		return nil
+	})
+	if got := levelIn(plain); got != "3|PodPreset/again@1" {
+		t.Errorf("in webhook mode again a pod got %q", got)
+	}
 }
 
 // TestPolicyStoresWhatTheWebhookStores is issue 14's differential proof:
