@@ -83,7 +83,7 @@ type PolicyController struct {
 	refused map[string]bool
 }
 
-// NeedLeaderElection: one replica writes the policies.
+// NeedLeaderElection is true: one replica writes the policies.
 func (c *PolicyController) NeedLeaderElection() bool { return true }
 
 // Start reconciles on every preset change and every Resync until ctx ends
@@ -214,11 +214,11 @@ func (c *PolicyController) Reconcile(ctx context.Context) (time.Duration, error)
 		}
 		binding := &admissionregistrationv1.MutatingAdmissionPolicyBinding{}
 		binding.Name = pol.Name
-		if err := c.Client.Delete(ctx, binding); client.IgnoreNotFound(err) != nil {
+		if err := client.IgnoreNotFound(c.Client.Delete(ctx, binding)); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if err := c.Client.Delete(ctx, pol); client.IgnoreNotFound(err) != nil {
+		if err := client.IgnoreNotFound(c.Client.Delete(ctx, pol)); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -234,7 +234,7 @@ func (c *PolicyController) upsert(ctx context.Context, p admissionpolicy.Policy)
 	var pol admissionregistrationv1.MutatingAdmissionPolicy
 	switch err := c.Reader.Get(ctx, types.NamespacedName{Name: p.Policy.Name}, &pol); {
 	case apierrors.IsNotFound(err):
-		if err := c.Client.Create(ctx, p.Policy.DeepCopy()); client.IgnoreAlreadyExists(err) != nil {
+		if err := client.IgnoreAlreadyExists(c.Client.Create(ctx, p.Policy.DeepCopy())); err != nil {
 			return err
 		}
 		c.Log.Info("wrote an admission policy", "policy", p.Policy.Name)
@@ -269,7 +269,7 @@ func (c *PolicyController) setInputs(ctx context.Context, name, in, retiredAt st
 		obj.SetName(name)
 		patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
 		obj.SetAnnotations(ann)
-		if err := c.Client.Patch(ctx, obj, patch); client.IgnoreNotFound(err) != nil {
+		if err := client.IgnoreNotFound(c.Client.Patch(ctx, obj, patch)); err != nil {
 			errs = append(errs, err)
 		}
 	}

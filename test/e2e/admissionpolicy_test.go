@@ -226,10 +226,9 @@ func runDifferential(t *testing.T, all []policyCase) {
 		return k8s.Create(ctx, pp, client.DryRunAll)
 	})
 	type twin struct {
-		c          policyCase
-		web, pol   string // namespaces
-		sentinel   string
-		compileErr error
+		c        policyCase
+		web, pol string // namespaces
+		sentinel string
 	}
 	var twins []*twin
 	var policies []admissionpolicy.Policy
