@@ -124,8 +124,9 @@ fuzz: ## Fuzz the engine and the admission handlers, FUZZTIME each (default 60s)
 	$(GO) test -run '^$$' -fuzz FuzzDecodeReadsWhatTheAPIServerReads -fuzztime $(or $(FUZZTIME),60s) ./webhook
 
 .PHONY: golden
-golden: ## Rewrite the golden files of the CLI and handler tests (review the diff!).
+golden: ## Rewrite the golden files of the CLI and handler tests, and the engine's cases for the policy test (review the diff!).
 	$(GO) test ./cmd/kubectl-podpreset ./webhook -update
+	$(GO) test ./presets -run EngineCasesFile -update-engine-cases
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code from the API types.

@@ -23,15 +23,20 @@ func summarize(cs []Conflict) []wantConflict {
 
 var defaultNS = Namespace{Name: "default", Labels: map[string]string{"kubernetes.io/metadata.name": "default"}}
 
-func TestApply(t *testing.T) {
-	cases := map[string]struct {
-		pod       *corev1.Pod
-		ns        *Namespace // defaultNS when nil
-		presets   []any
-		want      *corev1.Pod
-		conflicts []wantConflict
-		skipped   SkipReason
-	}{
+// applyCase is one of the engine's table cases.
+type applyCase struct {
+	pod       *corev1.Pod
+	ns        *Namespace // defaultNS when nil
+	presets   []any
+	want      *corev1.Pod
+	conflicts []wantConflict
+	skipped   SkipReason
+}
+
+// applyCases are the engine's table cases; TestEngineCasesFile exports
+// them for the compiled policy's differential test.
+func applyCases() map[string]applyCase {
+	return map[string]applyCase{
 		"env is added before the container's own": {
 			pod:     testPod(withEnv("app", env("OWN", "1"))),
 			presets: []any{testPP("p", injectEnv(env("A", "a"), env("B", "b")))},
@@ -251,7 +256,10 @@ func TestApply(t *testing.T) {
 			want:    testPod(withApplied("PodPreset/p@2,PodPreset/q@1"), withEnv("app", env("B", "b"), env("A", "a"))),
 		},
 	}
-	for name, tc := range cases {
+}
+
+func TestApply(t *testing.T) {
+	for name, tc := range applyCases() {
 		t.Run(name, func(t *testing.T) {
 			ns := defaultNS
 			if tc.ns != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -21,10 +22,10 @@ import (
 )
 
 // fixedPolicyCases are the differential test's cases from the repository:
-// every example under manifests/examples and every case of the CLI's
-// golden tests (cmd/kubectl-podpreset/testdata/apply) that succeeds, one
-// case per pod or workload template, with the presets of its namespace and
-// every ClusterPodPreset. Cases with a preset the compiler refuses (Consul
+// every example under manifests/examples, every case of the CLI's golden
+// tests (cmd/kubectl-podpreset/testdata/apply) that succeeds, one case per
+// pod or workload template, with the presets of its namespace and every
+// ClusterPodPreset, and the engine's table cases in the default namespace. Cases with a preset the compiler refuses (Consul
 // or Vault values, init containers) are left out, by name in the log.
 func fixedPolicyCases(t *testing.T) []policyCase {
 	t.Helper()
@@ -84,6 +85,32 @@ func fixedPolicyCases(t *testing.T) []policyCase {
 		}
 		docs := readDocs(t, dir)
 		add("CLI case "+filepath.Base(dir), docs, ns, namespaceLabels(docs, flagLabels))
+	}
+	// The engine's table cases (presets' TestApply, exported by its
+	// TestEngineCasesFile).
+	raw, err := os.ReadFile(filepath.Join(cp.Root, "presets", "testdata", "engine-cases.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var engine []struct {
+		Name              string                       `json:"name"`
+		NamespaceLabels   map[string]string            `json:"namespaceLabels"`
+		Pod               corev1.Pod                   `json:"pod"`
+		PodPresets        []*v1alpha1.PodPreset        `json:"podPresets"`
+		ClusterPodPresets []*v1alpha1.ClusterPodPreset `json:"clusterPodPresets"`
+	}
+	if err := json.Unmarshal(raw, &engine); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range engine {
+		pod := e.Pod.DeepCopy()
+		pod.Namespace, pod.Name = "", fmt.Sprintf("engine-%d", i)
+		c := policyCase{name: "engine case " + e.Name, pod: pod, pps: e.PodPresets, cpps: e.ClusterPodPresets, nsLabels: e.NamespaceLabels}
+		if why := uncompilable(c); why != "" {
+			skipped = append(skipped, c.name+" ("+why+")")
+			continue
+		}
+		out = append(out, c)
 	}
 	t.Logf("fixed cases left out, with a preset the compiler refuses: %s", strings.Join(skipped, "; "))
 	if len(out) < 10 {

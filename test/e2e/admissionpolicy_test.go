@@ -200,7 +200,7 @@ func TestPolicyStoresWhatTheWebhookStores(t *testing.T) {
 		all = append(all, genPolicyCase(r, i))
 	}
 	runDifferential(t, all)
-	t.Logf("%d fixed cases (the examples and the CLI's golden cases) and %d generated", fixed, generated)
+	t.Logf("%d fixed cases (the examples, the CLI's golden cases and the engine's) and %d generated", fixed, generated)
 }
 
 // runDifferential creates every case on both sides, waits until both serve
@@ -208,10 +208,11 @@ func TestPolicyStoresWhatTheWebhookStores(t *testing.T) {
 func runDifferential(t *testing.T, all []policyCase) {
 	ctx := t.Context()
 	// A PodPresetPolicy lets the cases' PodPresets inject init containers
-	// from registry.example/ (the default policy allows none).
+	// (the default policy allows none): the generated cases' images from
+	// registry.example/, the engine cases' busybox and other.
 	inits := &v1alpha1.PodPresetPolicy{ObjectMeta: metav1.ObjectMeta{Name: "e2e-admission-policy-inits"}, Spec: v1alpha1.PodPresetPolicySpec{
 		NamespaceSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "podpreset.dev/case", Operator: metav1.LabelSelectorOpExists}}},
-		InitContainers:    v1alpha1.InitContainerPolicy{AllowedImages: []string{"registry.example/"}},
+		InitContainers:    v1alpha1.InitContainerPolicy{AllowedImages: []string{"registry.example/", "busybox", "other"}},
 	}}
 	create(t, inits)
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), inits) })
