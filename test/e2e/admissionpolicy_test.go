@@ -244,7 +244,7 @@ func runDifferential(t *testing.T, all []policyCase) {
 		for _, pp := range append(slices.Clone(c.pps), sentinel) {
 			pp := pp.DeepCopy()
 			pp.Namespace = tw.web
-			createPreset(t, pp)
+			createFresh(t, pp)
 			loaded = append(loaded, load(t, pp, checker))
 		}
 		for k, cpp := range c.cpps {
@@ -255,7 +255,8 @@ func runDifferential(t *testing.T, all []policyCase) {
 			cpp.Name = fmt.Sprintf("e2e-policy-%d-%d-%s", i, k, cpp.Name)
 			sel := cpp.Spec.NamespaceSelector
 			cpp.Spec.NamespaceSelector = *withMatchLabel(sel, "podpreset.dev/case", "w"+strconv.Itoa(i))
-			createPreset(t, cpp)
+			createFresh(t, cpp)
+			t.Cleanup(func() { _ = k8s.Delete(context.Background(), cpp) })
 			twinCPP := cpp.DeepCopy()
 			twinCPP.Spec.NamespaceSelector = *withMatchLabel(sel, "podpreset.dev/case", "p"+strconv.Itoa(i))
 			loaded = append(loaded, load(t, twinCPP, checker))
@@ -376,6 +377,21 @@ func runDifferential(t *testing.T, all []policyCase) {
 	if changed < len(all)/3 {
 		t.Errorf("only %d of %d cases had presets applied: the cases no longer exercise the merge", changed, len(all))
 	}
+}
+
+// createFresh creates a preset in a namespace created a moment before,
+// retrying while the validating webhook's cache has not seen the
+// namespace's labels yet (its PodPresetPolicy is selected by them; without
+// them the defaults refuse an injected init container).
+func createFresh(t *testing.T, obj client.Object) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		// obj takes the stored object (its generation) once created.
+		if err := k8s.Create(t.Context(), obj); !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		return k8s.Get(t.Context(), client.ObjectKeyFromObject(obj), obj)
+	})
 }
 
 func cmpString(a, b string) int {
