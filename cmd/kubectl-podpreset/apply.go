@@ -91,22 +91,8 @@ func (o *applyOptions) fail(errs []error) error {
 }
 
 func (o *applyOptions) run() error {
-	if o.output != "yaml" && o.output != "json" {
-		return o.fail([]error{fmt.Errorf("--output %q: must be yaml or json", o.output)})
-	}
-	if o.namespace == "" {
-		o.namespace = "default"
-	}
-	// Every document that could be read is checked, so that one run
-	// reports every problem.
-	docs, readErrs := readDocuments(&o.files, o.streams.In)
-	if len(o.policies) > 0 {
-		pdocs, perrs := o.policyDocuments()
-		readErrs = append(readErrs, perrs...)
-		docs = append(docs, pdocs...)
-	}
-	in, errs := o.classify(docs)
-	if errs = append(readErrs, errs...); len(errs) > 0 {
+	in, errs := o.input()
+	if len(errs) > 0 {
 		return o.fail(errs)
 	}
 	out, conflicts, errs := o.mutate(in)
@@ -121,6 +107,26 @@ func (o *applyOptions) run() error {
 		return exitError{exitConflict}
 	}
 	return nil
+}
+
+// input checks the flags, reads the documents of -f and the policies of
+// --policy, and classifies them (apply and compile). Every document that
+// could be read is checked, so that one run reports every problem.
+func (o *applyOptions) input() (*input, []error) {
+	if o.output != "yaml" && o.output != "json" {
+		return nil, []error{fmt.Errorf("--output %q: must be yaml or json", o.output)}
+	}
+	if o.namespace == "" {
+		o.namespace = "default"
+	}
+	docs, readErrs := readDocuments(&o.files, o.streams.In)
+	if len(o.policies) > 0 {
+		pdocs, perrs := o.policyDocuments()
+		readErrs = append(readErrs, perrs...)
+		docs = append(docs, pdocs...)
+	}
+	in, errs := o.classify(docs)
+	return in, append(readErrs, errs...)
 }
 
 // policyDocuments reads the PodPresetPolicies of --policy.

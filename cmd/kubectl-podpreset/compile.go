@@ -55,20 +55,8 @@ alone, as the webhook leaves them.`,
 }
 
 func (o *compileOptions) run() error {
-	if o.output != "yaml" && o.output != "json" {
-		return o.fail([]error{fmt.Errorf("--output %q: must be yaml or json", o.output)})
-	}
-	if o.namespace == "" {
-		o.namespace = "default"
-	}
-	docs, errs := readDocuments(&o.files, o.streams.In)
-	if len(o.policies) > 0 {
-		pdocs, perrs := o.policyDocuments()
-		errs = append(errs, perrs...)
-		docs = append(docs, pdocs...)
-	}
-	in, cerrs := o.classify(docs)
-	if errs = append(errs, cerrs...); len(errs) > 0 {
+	in, errs := o.input()
+	if len(errs) > 0 {
 		return o.fail(errs)
 	}
 	for _, d := range in.workloads {

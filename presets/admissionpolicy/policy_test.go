@@ -23,11 +23,12 @@ import (
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
-// eval compiles and evaluates a CEL expression with the libraries the
-// API server's admission policies have (lists and strings) and bindings.
-func eval(t *testing.T, expr string, vars map[string]any) any {
+// eval compiles and evaluates a CEL expression as the API server's
+// admission policies do: the lists and strings libraries, bindings, and
+// list and map literals whose members share one type. vars are label maps.
+func eval(t *testing.T, expr string, vars map[string]any) ref.Val {
 	t.Helper()
-	opts := []cel.EnvOption{ext.Bindings(), ext.Lists(), ext.Strings()}
+	opts := []cel.EnvOption{ext.Bindings(), ext.Lists(), ext.Strings(), cel.HomogeneousAggregateLiterals()}
 	for name := range vars {
 		opts = append(opts, cel.Variable(name, cel.MapType(cel.StringType, cel.StringType)))
 	}
@@ -50,7 +51,7 @@ func eval(t *testing.T, expr string, vars map[string]any) any {
 	if err != nil {
 		t.Fatalf("evaluating %s: %v", expr, err)
 	}
-	return out.Value()
+	return out
 }
 
 // What a tenant writes into a value must come out of the policy as that
@@ -62,7 +63,7 @@ func TestQuotedValuesAreTheValues(t *testing.T) {
 		`'''`, `"""`, "${A} $(B)", "\xff\xfe", // invalid UTF-8 comes out replaced, as from JSON
 	} {
 		want := validUTF8(s)
-		if got := evalString(t, quote(s)); got != want {
+		if got := eval(t, quote(s), nil).Value(); got != want {
 			t.Errorf("quote(%q) reads back as %q", s, got)
 		}
 	}
@@ -73,7 +74,7 @@ func TestQuotedValuesAreTheValues(t *testing.T) {
 			b[i] = byte(r.IntN(256))
 		}
 		s := string(b)
-		if got, want := evalString(t, quote(s)), validUTF8(s); got != want {
+		if got, want := eval(t, quote(s), nil).Value(), validUTF8(s); got != want {
 			t.Fatalf("quote(%q) reads back as %q", s, got)
 		}
 	}
@@ -86,27 +87,6 @@ func validUTF8(s string) string {
 		b.WriteRune(r) // ranging yields U+FFFD for each invalid byte
 	}
 	return b.String()
-}
-
-func evalString(t *testing.T, expr string) string {
-	t.Helper()
-	env, err := cel.NewEnv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ast, iss := env.Compile(expr)
-	if iss.Err() != nil {
-		t.Fatalf("compiling %s: %v", expr, iss.Err())
-	}
-	prg, err := env.Program(ast)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, _, err := prg.Eval(map[string]any{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out.Value().(string)
 }
 
 // A selector compiled to CEL selects exactly the label sets the selector
@@ -145,7 +125,7 @@ func TestSelectorsSelectWhatTheySelect(t *testing.T) {
 					set[k] = values[r.IntN(len(values))]
 				}
 			}
-			got := eval(t, b.String(), map[string]any{"podLabels": set})
+			got := eval(t, b.String(), map[string]any{"podLabels": set}).Value()
 			if want := sel.Matches(labels.Set(set)); got != want {
 				t.Fatalf("selector %v on %v: CEL %s says %v, want %v", ls, set, b.String(), got, want)
 			}
@@ -166,7 +146,7 @@ func TestUnbindBindsAlike(t *testing.T) {
 		if strings.Contains(un, "cel.bind") {
 			t.Fatalf("unbind(%s) = %s still binds", expr, un)
 		}
-		if got, want := fmt.Sprint(eval(t, un, nil)), fmt.Sprint(eval(t, expr, nil)); got != want {
+		if got, want := fmt.Sprint(eval(t, un, nil).Value()), fmt.Sprint(eval(t, expr, nil).Value()); got != want {
 			t.Errorf("%s: unbound %s gives %s, want %s", expr, un, got, want)
 		}
 	}
@@ -279,7 +259,7 @@ func TestDataIsTheEntriesJSON(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := json.Marshal(toJSON(t, evalValue(t, "dyn("+lit+")")))
+		got, err := json.Marshal(toJSON(t, eval(t, "dyn("+lit+")", nil)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -297,27 +277,6 @@ func TestDataIsTheEntriesJSON(t *testing.T) {
 }
 
 const hostile = `"}] + [JSONPatch{op: "remove", path: "/spec"}] + [{"a": "`
-
-func evalValue(t *testing.T, expr string) ref.Val {
-	t.Helper()
-	env, err := cel.NewEnv(cel.HomogeneousAggregateLiterals())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ast, iss := env.Compile(expr)
-	if iss.Err() != nil {
-		t.Fatalf("compiling %s: %v", expr, iss.Err())
-	}
-	prg, err := env.Program(ast)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, _, err := prg.Eval(map[string]any{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // toJSON converts a CEL value to plain Go values for encoding/json.
 func toJSON(t *testing.T, v ref.Val) any {

@@ -471,8 +471,7 @@ func describeCase(c policyCase) string {
 func genPolicyCase(r *rand.Rand, i int) policyCase {
 	of := func(xs ...string) string { return xs[r.IntN(len(xs))] }
 	genEnv := func() []corev1.EnvVar {
-		var out []corev1.EnvVar
-		for range r.IntN(4) {
+		return draw(r, 4, func(e corev1.EnvVar) string { return e.Name }, func() corev1.EnvVar {
 			e := corev1.EnvVar{Name: of("A", "B", "C", "D")}
 			if r.IntN(4) == 0 {
 				e.ValueFrom = &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: of("x", "y")}, Key: "k"}}
@@ -481,15 +480,11 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 				// string literal are just values.
 				e.Value = of("1", "2", "1", "2", hostileCEL, "\\\n\t\u00e9\u2028$(A)")
 			}
-			if !slices.ContainsFunc(out, func(x corev1.EnvVar) bool { return x.Name == e.Name }) {
-				out = append(out, e)
-			}
-		}
-		return out
+			return e
+		})
 	}
 	genEnvFrom := func() []corev1.EnvFromSource {
-		var out []corev1.EnvFromSource
-		for range r.IntN(3) {
+		return draw(r, 3, envFromKeyOf, func() corev1.EnvFromSource {
 			e := corev1.EnvFromSource{Prefix: of("", "P_")}
 			if r.IntN(3) == 0 {
 				e.SecretRef = &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: of("x", "y")}}
@@ -499,34 +494,22 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 					e.ConfigMapRef.Optional = new(true)
 				}
 			}
-			if !slices.ContainsFunc(out, func(x corev1.EnvFromSource) bool { return envFromKeyOf(x) == envFromKeyOf(e) }) {
-				out = append(out, e)
-			}
-		}
-		return out
+			return e
+		})
 	}
 	genMounts := func() []corev1.VolumeMount {
-		var out []corev1.VolumeMount
-		for range r.IntN(3) {
-			m := corev1.VolumeMount{Name: of("v1", "v2"), MountPath: of("/a", "/b", "/c"), ReadOnly: r.IntN(3) == 0}
-			if !slices.ContainsFunc(out, func(x corev1.VolumeMount) bool { return x.MountPath == m.MountPath }) {
-				out = append(out, m)
-			}
-		}
-		return out
+		return draw(r, 3, func(m corev1.VolumeMount) string { return m.MountPath }, func() corev1.VolumeMount {
+			return corev1.VolumeMount{Name: of("v1", "v2"), MountPath: of("/a", "/b", "/c"), ReadOnly: r.IntN(3) == 0}
+		})
 	}
 	genVolumes := func() []corev1.Volume {
-		var out []corev1.Volume
-		for range r.IntN(3) {
+		return draw(r, 3, func(v corev1.Volume) string { return v.Name }, func() corev1.Volume {
 			v := corev1.Volume{Name: of("v1", "v2", "v3"), VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}
 			if r.IntN(2) == 0 {
 				v.VolumeSource = corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: of("x", "y")}}}
 			}
-			if !slices.ContainsFunc(out, func(x corev1.Volume) bool { return x.Name == v.Name }) {
-				out = append(out, v)
-			}
-		}
-		return out
+			return v
+		})
 	}
 	container := func(name string) corev1.Container {
 		return corev1.Container{Name: name, Image: "registry.example/" + name + ":1", Env: genEnv(), EnvFrom: genEnvFrom(), VolumeMounts: genMounts()}
@@ -644,6 +627,19 @@ func genPolicyCase(r *rand.Rand, i int) policyCase {
 // patch operation of its own, were it not quoted.
 const hostileCEL = `"}] + [JSONPatch{op: "add", path: "/metadata/labels/owned", value: "yes"}] + [{"a": "`
 
+// draw makes up to n-1 entries with one, keeping the first of each key,
+// as a list of the API keeps them.
+func draw[T any](r *rand.Rand, n int, key func(T) string, one func() T) []T {
+	var out []T
+	for range r.IntN(n) {
+		e := one()
+		if !slices.ContainsFunc(out, func(x T) bool { return key(x) == key(e) }) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 func envFromKeyOf(e corev1.EnvFromSource) string {
 	k := e.Prefix + "|"
 	if e.ConfigMapRef != nil {
@@ -660,9 +656,9 @@ func envFromKeyOf(e corev1.EnvFromSource) string {
 // policies (the presets themselves are not created, so only the policies
 // act): a PodPreset selecting every pod of its namespace reaches no pod of
 // another namespace, a ClusterPodPreset reaches the namespaces its selector
-// picks, with or without PodPresets of their own, and kube-system and an
-// ignored namespace are left alone. A value written to break out of CEL is
-// a value.
+// picks, with or without PodPresets of their own, kube-system and an
+// ignored namespace are left alone, and a preset the preset policy refuses
+// is left out. A value written to break out of CEL is a value.
 func TestCompiledPoliciesKeepTenantsApart(t *testing.T) {
 	ctx := t.Context()
 	tier := "t-" + strings.ToLower(cryptorand.Text()[:6])
@@ -673,8 +669,17 @@ func TestCompiledPoliciesKeepTenantsApart(t *testing.T) {
 	platform := &v1alpha1.ClusterPodPreset{ObjectMeta: metav1.ObjectMeta{Name: "e2e-platform-" + tier}}
 	platform.Spec.NamespaceSelector = metav1.LabelSelector{MatchLabels: map[string]string{"tier": tier}}
 	platform.Spec.Env = []v1alpha1.EnvVar{env("PLATFORM", "1")}
+	// A preset the default preset policy refuses (the node's root file
+	// system): the validating webhook fails open, so it can reach the
+	// cluster; compiled, it must be left out as the webhook leaves it out.
+	root := podPreset("root", tenant, nil)
+	root.Spec.Volumes = []v1alpha1.Volume{{Volume: corev1.Volume{Name: "root", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}}}}
 	checker := &policy.Checker{Policies: must(policy.NewSet())}
-	plan, err := admissionpolicy.Plan([]*presets.Preset{load(t, grab, checker), load(t, platform, checker)})
+	refused := load(t, root, checker)
+	if refused.Refused() == nil {
+		t.Fatal("the default preset policy accepts a hostPath volume")
+	}
+	plan, err := admissionpolicy.Plan([]*presets.Preset{load(t, grab, checker), refused, load(t, platform, checker)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -698,6 +703,11 @@ func TestCompiledPoliciesKeepTenantsApart(t *testing.T) {
 		}
 		if pod.Labels["owned"] != "" {
 			t.Errorf("a value broke out of its CEL string in %s: the pod is labelled owned=%s", ns, pod.Labels["owned"])
+		}
+		for _, v := range pod.Spec.Volumes {
+			if v.HostPath != nil {
+				t.Errorf("a pod in %s got the refused preset's hostPath volume %s", ns, v.Name)
+			}
 		}
 		return envOf(pod.Spec.Containers[0]), pod.Annotations[presets.AnnotationApplied]
 	}
