@@ -119,7 +119,7 @@ func run(ctx context.Context, once, verbose bool, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := c.StartWebhook(ctx, bin, nil, "--log-format=text", "--sources-config="+srcCfg); err != nil {
+	if err := c.StartWebhook(ctx, bin, nil, "--log-format=text", "--sources-config="+srcCfg, "--admission-mode=auto"); err != nil {
 		return err
 	}
 	examples, err := filepath.Glob(filepath.Join(root, "manifests", "examples", "*", "20-*.yaml"))
@@ -135,6 +135,11 @@ func run(ctx context.Context, once, verbose bool, out io.Writer) error {
 		names = append(names, d)
 	}
 	sort.Strings(names)
+	pcl, err := policyClient(c.Config)
+	if err != nil {
+		return err
+	}
+	var namespaces []string
 	for _, d := range names {
 		if seed := filepath.Join(d, "seed.sh"); exists(seed) {
 			fmt.Fprintf(out, "Writing manifests/examples/%s/seed.sh into Consul and Vault\n", filepath.Base(d))
@@ -143,18 +148,31 @@ func run(ctx context.Context, once, verbose bool, out io.Writer) error {
 			}
 		}
 		fmt.Fprintf(out, "Applying manifests/examples/%s\n", filepath.Base(d))
-		if o, err := c.ApplyExample(ctx, d); err != nil {
+		ns, err := exampleNamespaces(d)
+		if err != nil {
+			return err
+		}
+		namespaces = append(namespaces, ns...)
+		policies := func(ctx context.Context) error { return waitForPolicies(ctx, pcl, ns) }
+		if o, err := c.ApplyExample(ctx, d, policies); err != nil {
 			return fmt.Errorf("%w\n%s", err, o)
 		}
 	}
 	if err := summary(ctx, c, out); err != nil {
 		return err
 	}
+	metrics, err := c.Metrics()
+	if err != nil {
+		return err
+	}
+	if err := policySummary(ctx, pcl, namespaces, []string{metrics}, out); err != nil {
+		return err
+	}
 	if once {
 		return nil
 	}
 	fmt.Fprintf(out, "\nThe control plane, Consul, Vault and the webhook keep running. Try it:\n\n"+
-		"  export KUBECONFIG=%s\n  bin/kubectl get podpresets,clusterpodpresets -A\n  bin/kubectl get pods -A\n"+
+		"  export KUBECONFIG=%s\n  bin/kubectl get podpresets,clusterpodpresets -A\n  bin/kubectl get mutatingadmissionpolicies  # what the API server injects itself\n  bin/kubectl get pods -A\n"+
 		"  bin/kubectl get podpresets -n orders orders-config -o yaml  # the sources' status\n"+
 		"  bin/consul kv put -http-addr=%s apps/orders/env/LOG_LEVEL debug\n"+
 		"  bin/kubectl get configmaps -n orders -l app.kubernetes.io/managed-by=podpreset -o yaml\n\n"+

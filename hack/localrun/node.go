@@ -57,8 +57,12 @@ func runNode(ctx context.Context, once, verbose bool, out io.Writer) error {
 		return err
 	}
 	defer src.Stop()
-	fmt.Fprintf(out, "Installing podpreset with sources: kubectl apply --server-side -k %s (manifests/sources with the local image)...\n", cluster.LocalSourcesInstall)
-	if err := c.Install(ctx, cluster.LocalSourcesInstall, "podpreset-webhook", "podpreset-sources"); err != nil {
+	fmt.Fprintf(out, "Installing podpreset with sources: kubectl apply --server-side -k %s (manifests/sources with the local image and --admission-mode=auto)...\n", cluster.LocalRunInstall)
+	if err := c.Install(ctx, cluster.LocalRunInstall, "podpreset-webhook", "podpreset-sources"); err != nil {
+		return err
+	}
+	pcl, err := policyClient(c.Config)
+	if err != nil {
 		return err
 	}
 	examples, err := filepath.Glob(filepath.Join(root, "manifests", "examples", "*", "20-*.yaml"))
@@ -78,16 +82,24 @@ func runNode(ctx context.Context, once, verbose bool, out io.Writer) error {
 			}
 		}
 		fmt.Fprintf(out, "Applying manifests/examples/%s (its workloads run the report image)\n", filepath.Base(d))
-		if o, err := c.ApplyExampleOnNode(ctx, d); err != nil {
-			return fmt.Errorf("%w\n%s", err, o)
-		}
 		ns, err := exampleNamespaces(d)
 		if err != nil {
 			return err
 		}
+		policies := func(ctx context.Context) error { return waitForPolicies(ctx, pcl, ns) }
+		if o, err := c.ApplyExampleOnNode(ctx, d, policies); err != nil {
+			return fmt.Errorf("%w\n%s", err, o)
+		}
 		namespaces = append(namespaces, ns...)
 	}
 	if err := nodeSummary(ctx, c, namespaces, out); err != nil {
+		return err
+	}
+	metrics, err := webhookMetrics(ctx, pcl)
+	if err != nil {
+		return err
+	}
+	if err := policySummary(ctx, pcl, namespaces, metrics, out); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "\nUp in %s.\n", time.Since(start).Round(time.Second))
@@ -95,7 +107,7 @@ func runNode(ctx context.Context, once, verbose bool, out io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(out, "\nThe control plane, the node, Consul, Vault and podpreset keep running. Try it:\n\n"+
-		"  export KUBECONFIG=%s\n  bin/kubectl get podpresets,clusterpodpresets -A\n  bin/kubectl get pods -A -o wide\n"+
+		"  export KUBECONFIG=%s\n  bin/kubectl get podpresets,clusterpodpresets -A\n  bin/kubectl get mutatingadmissionpolicies  # what the API server injects itself\n  bin/kubectl get pods -A -o wide\n"+
 		"  bin/kubectl logs -n databases mysql -c mysql --tail=20     # what the container received\n"+
 		"  bin/consul kv put -http-addr=%s apps/orders/env/LOG_LEVEL debug\n"+
 		"  bin/kubectl get configmaps -n orders -l app.kubernetes.io/managed-by=podpreset -o yaml\n\n"+

@@ -477,9 +477,10 @@ func (c *Cluster) ReplicaMetrics(i int) (string, error) {
 
 // ApplyExample applies an example directory with kubectl as a person
 // would, but in two steps: the namespaces and presets (files not starting
-// with 20-), then, once the webhook holds the presets, the workloads (20-*).
-// It returns what kubectl printed.
-func (c *Cluster) ApplyExample(ctx context.Context, dir string) (string, error) {
+// with 20-), then, once the webhook holds the presets and each of
+// beforeWorkloads has returned, the workloads (20-*). It returns what
+// kubectl printed.
+func (c *Cluster) ApplyExample(ctx context.Context, dir string, beforeWorkloads ...func(context.Context) error) (string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return "", err
@@ -514,6 +515,11 @@ func (c *Cluster) ApplyExample(ctx context.Context, dir string) (string, error) 
 	}
 	if err := c.WaitForPresets(ctx); err != nil {
 		return out.String(), err
+	}
+	for _, f := range beforeWorkloads {
+		if err := f(ctx); err != nil {
+			return out.String(), err
+		}
 	}
 	return out.String(), apply(then)
 }

@@ -31,7 +31,10 @@ import (
 const (
 	LocalInstall        = "hack/local/install"
 	LocalSourcesInstall = "hack/local/sources"
-	LocalWebhookImage   = "podpreset.local/podpreset-webhook:test"
+	// LocalRunInstall is make run's: LocalSourcesInstall with
+	// --admission-mode=auto.
+	LocalRunInstall   = "hack/local/run"
+	LocalWebhookImage = "podpreset.local/podpreset-webhook:test"
 	// InstallNamespace is where the overlays install podpreset.
 	InstallNamespace = "podpreset-system"
 )
@@ -244,8 +247,8 @@ func ReportWorkloads(example string, file []byte) ([][]byte, []corev1.Pod, error
 // Secrets and presets (files not starting with 20-) first, then, once the
 // webhook applies presets to each workload's pods (ten dry-run probes in
 // a row, as each may reach either replica), the workloads, rewritten to run
-// the report image.
-func (c *Cluster) ApplyExampleOnNode(ctx context.Context, dir string) (string, error) {
+// the report image. Each of beforeWorkloads runs before the probes.
+func (c *Cluster) ApplyExampleOnNode(ctx context.Context, dir string, beforeWorkloads ...func(context.Context) error) (string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return "", err
@@ -279,6 +282,11 @@ func (c *Cluster) ApplyExampleOnNode(ctx context.Context, dir string) (string, e
 	cl, err := client.New(c.Config, client.Options{Scheme: scheme()})
 	if err != nil {
 		return out.String(), err
+	}
+	for _, f := range beforeWorkloads {
+		if err := f(ctx); err != nil {
+			return out.String(), err
+		}
 	}
 	for _, p := range probes {
 		// On a busy machine the webhook's replicas can take a while to
