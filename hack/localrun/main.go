@@ -165,7 +165,7 @@ func run(ctx context.Context, once, verbose bool, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := policySummary(ctx, pcl, namespaces, []string{metrics}, out); err != nil {
+	if err := policySummary(ctx, pcl, namespaces, []string{metrics}, false, out); err != nil {
 		return err
 	}
 	if once {

@@ -99,7 +99,7 @@ func runNode(ctx context.Context, once, verbose bool, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := policySummary(ctx, pcl, namespaces, metrics, out); err != nil {
+	if err := policySummary(ctx, pcl, namespaces, metrics, true, out); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "\nUp in %s.\n", time.Since(start).Round(time.Second))

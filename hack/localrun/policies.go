@@ -128,8 +128,8 @@ func inForce(ctx context.Context, cl client.Client, name, in string) bool {
 // policySummary prints which namespaces a compiled policy serves (written
 // from the presets in the cluster now) and which the webhook serves, and the webhook's admission counters (from
 // each replica's metrics): pods it left to a policy, pods it injected
-// itself.
-func policySummary(ctx context.Context, cl client.Client, namespaces, metrics []string, out io.Writer) error {
+// itself; probes says whether those count make run's dry-run probes.
+func policySummary(ctx context.Context, cl client.Client, namespaces, metrics []string, probes bool, out io.Writer) error {
 	serves, err := serving(ctx, cl)
 	if err != nil {
 		return err
@@ -159,8 +159,12 @@ func policySummary(ctx context.Context, cl client.Client, namespaces, metrics []
 			}
 		}
 	}
-	fmt.Fprintf(out, "  The webhook's counters (podpreset_admission_total): %g pod admissions left to a policy, %g injected by the webhook (the dry-run probes make run sends before each workload included).\n",
-		counts["policy"], counts["injected"])
+	note := ""
+	if probes {
+		note = " (with the dry-run probes make run sends before each workload)"
+	}
+	fmt.Fprintf(out, "  The webhook's counters (podpreset_admission_total): %g pod admissions left to a policy, %g injected by the webhook%s.\n",
+		counts["policy"], counts["injected"], note)
 	return nil
 }
 
