@@ -27,7 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podpreset/podpreset/presets"
-	"github.com/podpreset/podpreset/presets/admissionpolicy"
 	"github.com/podpreset/podpreset/presets/presetstest"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
@@ -40,6 +39,7 @@ var (
 	scalePods     = flag.Int("scale-pods", 40, "pods per point of the scale curve per round")
 	policyPresets = flag.Int("policy-presets", 1000, "presets compiled into the policy of the compiled-policy case (5 match the pod)")
 	scale         = flag.Bool("scale", true, "measure the scale curve (1, 5, 10 matching of 10, 1,000, 10,000 presets)")
+	policyScale   = flag.Bool("policy-scale", true, "measure the compiled policy's scale curve (1, 5, 10 matching of 10 and 1,000 presets: webhook, policy, pre-merged)")
 )
 
 // loopLimit bounds any one loop of creations in time.
@@ -145,6 +145,9 @@ func BenchmarkAdmission(b *testing.B) {
 	}
 	if *scale {
 		scaleCurve(b, cl)
+	}
+	if *policyScale {
+		policyCurve(b, cl, apiPID)
 	}
 }
 
@@ -293,14 +296,7 @@ func createPresets(b *testing.B, cl client.Client, pps []*v1alpha1.PodPreset) {
 // preMerged is the benchmark pod with the 5 presets merged in by the
 // engine, as the webhook would: the "same content, no webhook" baseline.
 func preMerged(b *testing.B, ns string) *corev1.Pod {
-	var ps []*presets.Preset
-	for _, pp := range presetstest.BenchPresets(ns, *policyPresets) {
-		p, errs := presets.Load(pp)
-		if len(errs) > 0 {
-			b.Fatal(errs)
-		}
-		ps = append(ps, p)
-	}
+	ps := loadPresets(b, presetstest.BenchPresets(ns, *policyPresets))
 	res := presets.Apply(presetstest.BenchPod(ns), presets.Namespace{Name: ns}, presets.NewSet(ps...))
 	if len(res.Applied) != 5 {
 		b.Fatalf("the pre-merged pod got %d presets, want 5", len(res.Applied))
@@ -310,38 +306,12 @@ func preMerged(b *testing.B, ns string) *corev1.Pod {
 	return p
 }
 
-// installPolicy compiles the benchmark's presets (-policy-presets), as if in ns, into
-// a MutatingAdmissionPolicy bound to ns, and waits until it applies.
+// installPolicy compiles the benchmark's presets (-policy-presets), as if
+// in ns, into a MutatingAdmissionPolicy bound to ns, and waits until it
+// applies.
 func installPolicy(b *testing.B, cl client.Client, ns string) {
-	var ps []*presets.Preset
-	for _, pp := range presetstest.BenchPresets(ns, *policyPresets) {
-		p, errs := presets.Load(pp)
-		if len(errs) > 0 {
-			b.Fatal(errs.ToAggregate())
-		}
-		ps = append(ps, p)
-	}
-	pol, err := admissionpolicy.Compile("podpreset-bench", ps, &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	pol.Binding.Spec.MatchResources.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}
-	for _, obj := range []client.Object{pol.Policy, pol.Binding} {
-		_ = cl.Delete(b.Context(), obj)
-		if err := cl.Create(b.Context(), obj); err != nil {
-			b.Fatalf("creating the compiled policy: %v", err)
-		}
-	}
-	waitFor(b, time.Minute, func() error {
-		p := benchPod(ns)("policy-probe")
-		if err := cl.Create(b.Context(), p, client.DryRunAll); err != nil {
-			return err
-		}
-		if got := strings.Count(p.Annotations[presets.AnnotationApplied], "PodPreset/"); got != 5 {
-			return fmt.Errorf("the compiled policy applied %d presets, want 5", got)
-		}
-		return nil
-	})
+	ps := loadPresets(b, presetstest.BenchPresets(ns, *policyPresets))
+	installCompiled(b, cl, "podpreset-bench", ns, ps, benchPod(ns)("policy-probe"), 5)
 }
 
 // checkCases creates one pod of each case and checks what it got: the
