@@ -263,8 +263,8 @@ func splitArgs(s string) ([]string, int) {
 }
 
 // presetData renders what a preset injects, and its applied entry, as CEL
-// data: {"ref": [prefix, entry], "targets": [...], "env": [...], …}, the
-// lists present only when not empty.
+// data: {"ref": [prefix, entry], "targets": [...], "env": [...],
+// "envK": [the entries' keys], …}, the lists present only when not empty.
 func presetData(p *presets.Preset) (string, error) {
 	c := p.Content()
 	r := p.Ref()
@@ -287,22 +287,38 @@ func presetData(p *presets.Preset) (string, error) {
 	for _, l := range []struct {
 		key  string
 		list any
-		n    int
+		keys []string // the entries' keys, as the mutation compares them
 	}{
-		{"env", c.Env, len(c.Env)}, {"envFrom", c.EnvFrom, len(c.EnvFrom)}, {"volumes", c.Volumes, len(c.Volumes)},
-		{"mounts", c.VolumeMounts, len(c.VolumeMounts)}, {"pulls", c.ImagePullSecrets, len(c.ImagePullSecrets)},
-		{"inits", c.InitContainers, len(c.InitContainers)},
+		{"env", c.Env, keys(c.Env, func(e *corev1.EnvVar) string { return e.Name })},
+		{"envFrom", c.EnvFrom, keys(c.EnvFrom, envFromCELKey)},
+		{"volumes", c.Volumes, keys(c.Volumes, func(v *corev1.Volume) string { return v.Name })},
+		{"mounts", c.VolumeMounts, keys(c.VolumeMounts, func(m *corev1.VolumeMount) string { return m.MountPath })},
+		{"pulls", c.ImagePullSecrets, keys(c.ImagePullSecrets, func(s *corev1.LocalObjectReference) string { return s.Name })},
+		{"inits", c.InitContainers, keys(c.InitContainers, func(c *corev1.Container) string { return c.Name })},
 	} {
-		if l.n == 0 {
+		if len(l.keys) == 0 {
 			continue
 		}
 		lit, err := literal(l.list)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", l.key, err)
 		}
-		fields = append(fields, quote(l.key)+": dyn("+lit+")")
+		quoted := make([]string, len(l.keys))
+		for i, k := range l.keys {
+			quoted[i] = quote(k)
+		}
+		fields = append(fields, quote(l.key)+": dyn("+lit+")", quote(l.key+"K")+": dyn(["+strings.Join(quoted, ", ")+"])")
 	}
 	return "{" + strings.Join(fields, ", ") + "}", nil
+}
+
+// keys are the keys of entries, as key renders each.
+func keys[T any](entries []T, key func(*T) string) []string {
+	out := make([]string, len(entries))
+	for i := range entries {
+		out[i] = key(&entries[i])
+	}
+	return out
 }
 
 // list renders the entries under key of every matching preset, in order;
@@ -315,37 +331,41 @@ func list(key, cond string) string {
 	return fmt.Sprintf(`%s.map(d, has(d.%[2]s) ? d.%[2]s : []).flatten()`, presets, key)
 }
 
-// addEntries renders the patch operations that add what cand holds and the
-// list at path (whose value in the object is own) lacks, by key (@
-// stands for the entry in it): kept in order, the first of each key, none
-// the list has. first puts them before the list's own entries, else after.
-func addEntries(cand, own, path, key string, first bool) string {
-	keep := fmt.Sprintf(`lists.range(size(cand)).filter(j, !ownKeys.exists(o, o == %[1]s) && !cand.slice(0, j).exists(x, %[2]s == %[1]s)).map(j, cand[j])`,
-		strings.ReplaceAll(key, "@", "cand[j]"), strings.ReplaceAll(key, "@", "x"))
+// addEntries renders the patch operations that add what the matching
+// presets (filtered by cond) hold under kind and the list at path (whose
+// value in the object is own) lacks, by key: kept in order, the first of
+// each key, none the list has. The presets' keys are the compiler's (under
+// kind+"K" in their data, computed once, in Go); ownKey is the key of an
+// entry o of the list, in CEL. first puts them before the list's own
+// entries, else after. Membership and first occurrence are the API
+// server's in and indexOf, not comprehensions: each comprehension step
+// costs the API server a cost-tracking call.
+func addEntries(kind, cond, own, path, ownKey string, first bool) string {
 	at := `string(j)`
 	if !first {
 		at = `"-"`
 	}
-	return fmt.Sprintf(`cel.bind(cand, %[1]s, cel.bind(ownKeys, has(%[2]s) ? %[2]s.map(o, %[3]s) : [], cel.bind(keep, %[4]s, `+
-		`size(keep) == 0 ? [] : has(%[2]s) ? lists.range(size(keep)).map(j, JSONPatch{op: "add", path: %[5]s + "/" + %[6]s, value: keep[j]}) : [JSONPatch{op: "add", path: %[5]s, value: keep}])))`,
-		cand, own, strings.ReplaceAll(key, "@", "o"), keep, path, at)
+	return fmt.Sprintf(`cel.bind(cand, %[1]s, cel.bind(keys, %[2]s, cel.bind(ownKeys, has(%[3]s) ? %[3]s.map(o, %[4]s) : [], `+
+		`cel.bind(keep, lists.range(size(keys)).filter(j, !(keys[j] in ownKeys) && keys.indexOf(keys[j]) == j).map(j, cand[j]), `+
+		`size(keep) == 0 ? [] : has(%[3]s) ? lists.range(size(keep)).map(j, JSONPatch{op: "add", path: %[5]s + "/" + %[6]s, value: keep[j]}) : [JSONPatch{op: "add", path: %[5]s, value: keep}]))))`,
+		list(kind, cond), list(kind+"K", cond), own, ownKey, path, at)
 }
 
 // initsExpr is the init containers the matching presets inject: each, in
 // preset order, unless the pod has a container (init or not) of its name
 // or an earlier preset injects one. Bound as inits in the mutation.
-var initsExpr = `cel.bind(cand, ` + list("inits", "") + `, cel.bind(names, (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.name) : []) + (has(object.spec.containers) ? object.spec.containers.map(c, c.name) : []), ` +
-	`lists.range(size(cand)).filter(j, !(cand[j].name in names) && !cand.slice(0, j).exists(x, x.name == cand[j].name)).map(j, cand[j])))`
+var initsExpr = `cel.bind(cand, ` + list("inits", "") + `, cel.bind(keys, ` + list("initsK", "") + `, cel.bind(names, (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.name) : []) + (has(object.spec.containers) ? object.spec.containers.map(c, c.name) : []), ` +
+	`lists.range(size(keys)).filter(j, !(keys[j] in names) && keys.indexOf(keys[j]) == j).map(j, cand[j]))))`
 
 // podOps are the operations on the pod's own fields: volumes and image
 // pull secrets after the pod's own; annotations when absent, then
 // podpreset.dev/applied when it changes.
-var podOps = addEntries(list("volumes", ""), "object.spec.volumes", `"/spec/volumes"`, "@.name", false) + " +\n" +
-	addEntries(list("pulls", ""), "object.spec.imagePullSecrets", `"/spec/imagePullSecrets"`, `(has(@.name) ? @.name : "")`, false) + " +\n" +
-	fmt.Sprintf(`cel.bind(cand, %s, cel.bind(keep, lists.range(size(cand)).filter(j, !(cand[j][0] in variables.ann) && !cand.slice(0, j).exists(x, x[0] == cand[j][0])).map(j, cand[j]) + `+
+var podOps = addEntries("volumes", "", "object.spec.volumes", `"/spec/volumes"`, "o.name", false) + " +\n" +
+	addEntries("pulls", "", "object.spec.imagePullSecrets", `"/spec/imagePullSecrets"`, `(has(o.name) ? o.name : "")`, false) + " +\n" +
+	fmt.Sprintf(`cel.bind(cand, %s, cel.bind(keys, cand.map(a, a[0]), cel.bind(keep, lists.range(size(keys)).filter(j, !(keys[j] in variables.ann) && keys.indexOf(keys[j]) == j).map(j, cand[j]) + `+
 		`(variables.newApplied != variables.oldApplied ? [[%s, variables.newApplied]] : []), `+
 		`size(keep) == 0 ? [] : (has(object.metadata.annotations) ? [] : [JSONPatch{op: "add", path: "/metadata/annotations", value: {}}]) + `+
-		`keep.map(a, JSONPatch{op: "add", path: "/metadata/annotations/" + jsonpatch.escapeKey(a[0]), value: a[1]})))`,
+		`keep.map(a, JSONPatch{op: "add", path: "/metadata/annotations/" + jsonpatch.escapeKey(a[0]), value: a[1]}))))`,
 		list("anns", ""), quote(presets.AnnotationApplied))
 
 // targetOps are the operations on one target container c at path p: what
@@ -353,9 +373,9 @@ var podOps = addEntries(list("volumes", ""), "object.spec.volumes", `"/spec/volu
 // its own) and volumeMounts (after).
 var targetOps = func() string {
 	cond := "!has(d.targets) || c.name in d.targets"
-	return addEntries(list("env", cond), "c.env", `p + "/env"`, "@.name", true) + " + " +
-		addEntries(list("envFrom", cond), "c.envFrom", `p + "/envFrom"`, envFromKey, true) + " + " +
-		addEntries(list("mounts", cond), "c.volumeMounts", `p + "/volumeMounts"`, "@.mountPath", false)
+	return addEntries("env", cond, "c.env", `p + "/env"`, "o.name", true) + " + " +
+		addEntries("envFrom", cond, "c.envFrom", `p + "/envFrom"`, envFromKey, true) + " + " +
+		addEntries("mounts", cond, "c.volumeMounts", `p + "/volumeMounts"`, "o.mountPath", false)
 }()
 
 // containerOps are the operations on every init container and container;
@@ -368,10 +388,25 @@ var containerOps = fmt.Sprintf(`(has(object.spec.initContainers) ? lists.range(s
 (has(object.spec.initContainers) ? lists.range(size(inits)).map(j, JSONPatch{op: "add", path: "/spec/initContainers/" + string(j), value: inits[j]}) : size(inits) == 0 ? [] : [JSONPatch{op: "add", path: "/spec/initContainers", value: inits}]) +
 lists.range(size(inits)).map(i, cel.bind(c, inits[i], cel.bind(p, "/spec/initContainers/" + string(i), %[1]s))).flatten()`, targetOps)
 
-// envFromKey is presets' key of an envFrom entry E: (configMap name,
-// secret name, prefix); @ stands for the entry.
-const envFromKey = `((has(@.configMapRef) ? "c/" + (has(@.configMapRef.name) ? @.configMapRef.name : "") : "-") + "|" + ` +
-	`(has(@.secretRef) ? "s/" + (has(@.secretRef.name) ? @.secretRef.name : "") : "-") + "|" + (has(@.prefix) ? @.prefix : ""))`
+// envFromKey is presets' key of an envFrom entry o of the pod's:
+// (configMap name, secret name, prefix), as envFromCELKey writes a
+// preset's.
+const envFromKey = `((has(o.configMapRef) ? "c/" + (has(o.configMapRef.name) ? o.configMapRef.name : "") : "-") + "|" + ` +
+	`(has(o.secretRef) ? "s/" + (has(o.secretRef.name) ? o.secretRef.name : "") : "-") + "|" + (has(o.prefix) ? o.prefix : ""))`
+
+// envFromCELKey is envFromKey of a preset's envFrom entry.
+func envFromCELKey(e *corev1.EnvFromSource) string {
+	k := "-"
+	if e.ConfigMapRef != nil {
+		k = "c/" + e.ConfigMapRef.Name
+	}
+	if e.SecretRef != nil {
+		k += "|s/" + e.SecretRef.Name
+	} else {
+		k += "|-"
+	}
+	return k + "|" + e.Prefix
+}
 
 // selectorCEL writes a label selector as a CEL condition on the label map
 // m: every requirement holds.

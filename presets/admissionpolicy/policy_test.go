@@ -287,3 +287,54 @@ func toJSON(t *testing.T, v ref.Val) any {
 	}
 	return native.(*structpb.Value).AsInterface()
 }
+
+// The mutation compares the pod's envFrom entries, keyed in CEL
+// (envFromKey), with the presets' keys, computed in Go (envFromCELKey):
+// both must key every entry alike, or a preset's entry would be added
+// beside the pod's own.
+func TestEnvFromKeysAgree(t *testing.T) {
+	env, err := cel.NewEnv(cel.Variable("o", cel.DynType))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ast, iss := env.Compile(envFromKey)
+	if iss.Err() != nil {
+		t.Fatal(iss.Err())
+	}
+	prg, err := env.Program(ast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := func(name string) corev1.LocalObjectReference { return corev1.LocalObjectReference{Name: name} }
+	cases := []corev1.EnvFromSource{
+		{},
+		{Prefix: "P_"},
+		{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: ref("a")}},
+		{ConfigMapRef: &corev1.ConfigMapEnvSource{}},
+		{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: ref("a")}, Prefix: "|s/"},
+		{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: ref("a|s/b")}},
+		{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: ref("a")}, SecretRef: &corev1.SecretEnvSource{LocalObjectReference: ref("b")}, Prefix: "X"},
+	}
+	seen := map[string]int{}
+	for i, e := range cases {
+		raw, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var o any
+		if err := json.Unmarshal(raw, &o); err != nil {
+			t.Fatal(err)
+		}
+		out, _, err := prg.Eval(map[string]any{"o": o})
+		if err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		if got, want := out.Value(), envFromCELKey(&e); got != want {
+			t.Errorf("%s: CEL keys it %q, the compiler %q", raw, got, want)
+		}
+		if j, dup := seen[envFromCELKey(&e)]; dup {
+			t.Errorf("entries %d and %d have one key, %q", j, i, envFromCELKey(&e))
+		}
+		seen[envFromCELKey(&e)] = i
+	}
+}
