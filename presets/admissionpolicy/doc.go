@@ -29,7 +29,10 @@
 // as plain data (maps and lists with dyn() members, built from the
 // compiled entries' JSON, so the API server decodes into the pod exactly
 // what the webhook's patch carries). The variable matched holds the data
-// of the matching presets, in order; the mutation is the same text for
+// of the matching presets, in order, found as the webhook's index finds
+// them: a map from label pairs (key=value, one equality or In requirement
+// of each preset's selector) to presets, so that only the presets the
+// pod's labels can match have their selectors evaluated; the mutation is the same text for
 // every policy and reads only matched. The API server allows 100,000
 // characters per expression: this way a policy holds as many presets as its
 // object's size allows (the compiler refuses one over 1 MiB; the

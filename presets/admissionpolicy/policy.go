@@ -152,7 +152,9 @@ const (
 // d<k>, what it injects, as plain data (maps and lists whose members are
 // dyn(), the API server's CEL wanting lists and maps of one type). The
 // variable matched lists the data of the matching presets, in order, and
-// evaluates only theirs; the mutation is the same text whatever the
+// evaluates only theirs; it checks only the presets an index of label
+// pairs (idx, cands) says the pod's labels can match, so that a pod costs
+// the API server the selectors of a few presets, not of all; the mutation is the same text whatever the
 // presets: it merges variables.matched into the pod. So a policy grows by
 // its presets' data only, and each preset's data is an expression of its
 // own, under the API server's limit per expression.
@@ -165,7 +167,8 @@ func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 		{Name: "skip", Expression: fmt.Sprintf(`(%[1]s in variables.ann && variables.ann[%[1]s] != "") || (%[2]s in variables.ann && variables.ann[%[2]s] == "true") || (%[3]s in variables.ann && variables.ann[%[3]s] == "true")`,
 			quote(corev1.MirrorPodAnnotationKey), quote(presets.AnnotationExclude), quote(presets.AnnotationExcludeLegacy))},
 	}
-	var matched []string
+	idx := map[string][]int{} // "key=value" → the presets that require it
+	var scan []string         // the presets idx cannot find
 	for k, p := range g.presets {
 		c := p.Content()
 		var b strings.Builder
@@ -185,13 +188,34 @@ func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 		vars = append(vars,
 			admissionregistrationv1.Variable{Name: "m" + strconv.Itoa(k), Expression: b.String()},
 			admissionregistrationv1.Variable{Name: "d" + strconv.Itoa(k), Expression: data})
-		matched = append(matched, fmt.Sprintf("(variables.m%[1]d ? [variables.d%[1]d] : [])", k))
+		if pairs := indexPairs(c.Selector); pairs != nil {
+			for _, kv := range pairs {
+				idx[kv] = append(idx[kv], k)
+			}
+		} else {
+			scan = append(scan, strconv.Itoa(k))
+		}
 	}
-	if len(matched) == 0 {
+	if len(g.presets) == 0 {
 		return "[]", vars, nil
 	}
+	var entries []string
+	for _, kv := range slices.Sorted(maps.Keys(idx)) {
+		ks := make([]string, len(idx[kv]))
+		for i, k := range idx[kv] {
+			ks[i] = strconv.Itoa(k)
+		}
+		entries = append(entries, quote(kv)+": ["+strings.Join(ks, ", ")+"]")
+	}
 	vars = append(vars,
-		admissionregistrationv1.Variable{Name: "matched", Expression: "[" + strings.Join(matched, ", ") + "].flatten()"},
+		// The presets the pod's labels can match: those indexed under one
+		// of its labels (key=value), and those the index cannot find, in
+		// order. Each is then checked whole (m<k>): the index only spares
+		// the API server the selectors of presets that cannot match.
+		admissionregistrationv1.Variable{Name: "idx", Expression: "{" + strings.Join(entries, ", ") + "}"},
+		admissionregistrationv1.Variable{Name: "cands", Expression: `(variables.labels.map(k, k + "=" + variables.labels[k]).filter(kv, kv in variables.idx).map(kv, variables.idx[kv]).flatten() + [` +
+			strings.Join(scan, ", ") + `]).sort()`},
+		admissionregistrationv1.Variable{Name: "matched", Expression: "variables.cands.map(i, " + pick(0, len(g.presets)) + ").flatten()"},
 		admissionregistrationv1.Variable{Name: "oldApplied", Expression: fmt.Sprintf(`%[1]s in variables.ann ? variables.ann[%[1]s] : ""`, quote(presets.AnnotationApplied))},
 		// presets' recordApplied: the first application writes every
 		// entry; a later one updates each preset's first entry in place
@@ -215,6 +239,45 @@ func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 		return "", nil, fmt.Errorf("%d presets make a policy of %d bytes, over the %d one policy may hold", len(g.presets), total, maxPolicy)
 	}
 	return unbind(expr), vars, nil
+}
+
+// pick renders, for a preset index i in [lo, hi), the preset's data in a
+// list when it matches, else an empty list: a binary tree of conditions on
+// i, so that a candidate costs log2(hi-lo) comparisons and only its own
+// variables are evaluated.
+func pick(lo, hi int) string {
+	if hi-lo == 1 {
+		return fmt.Sprintf("(variables.m%[1]d ? [variables.d%[1]d] : [])", lo)
+	}
+	mid := lo + (hi-lo)/2
+	return fmt.Sprintf("(i < %d ? %s : %s)", mid, pick(lo, mid), pick(mid, hi))
+}
+
+// indexPairs are the "key=value" label pairs under which a selector's
+// presets are indexed: one of its requirements' (the first that is an
+// equality or an In, by key), one pair per value, as a pod it selects has
+// one of them. Nil when it has none such: the preset is checked for every
+// pod.
+func indexPairs(sel labels.Selector) []string {
+	reqs, selectable := sel.Requirements()
+	if !selectable {
+		return nil
+	}
+	for _, r := range reqs {
+		switch r.Operator() {
+		case selection.In, selection.Equals, selection.DoubleEquals:
+			// A value listed twice is indexed once: the preset must be a
+			// candidate once.
+			var out []string
+			for _, v := range r.ValuesUnsorted() {
+				if kv := r.Key() + "=" + v; !slices.Contains(out, kv) {
+					out = append(out, kv)
+				}
+			}
+			return out
+		}
+	}
+	return nil
 }
 
 // unbind rewrites cel.bind(x, e, body), which the API server's CEL for

@@ -93,23 +93,8 @@ func validUTF8(s string) string {
 // matches, for every operator and for random selectors and label sets.
 func TestSelectorsSelectWhatTheySelect(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	keys, values := []string{"app", "tier", "example.com/team"}, []string{"web", "db", `a"b`}
-	ops := []metav1.LabelSelectorOperator{metav1.LabelSelectorOpIn, metav1.LabelSelectorOpNotIn, metav1.LabelSelectorOpExists, metav1.LabelSelectorOpDoesNotExist}
 	for range 500 {
-		ls := &metav1.LabelSelector{}
-		for range r.IntN(3) {
-			if ls.MatchLabels == nil {
-				ls.MatchLabels = map[string]string{}
-			}
-			ls.MatchLabels[keys[r.IntN(len(keys))]] = values[r.IntN(2)]
-		}
-		for range r.IntN(3) {
-			req := metav1.LabelSelectorRequirement{Key: keys[r.IntN(len(keys))], Operator: ops[r.IntN(len(ops))]}
-			if req.Operator == metav1.LabelSelectorOpIn || req.Operator == metav1.LabelSelectorOpNotIn {
-				req.Values = []string{values[r.IntN(2)], values[r.IntN(2)]}
-			}
-			ls.MatchExpressions = append(ls.MatchExpressions, req)
-		}
+		ls := randomSelector(r)
 		sel, err := metav1.LabelSelectorAsSelector(ls)
 		if err != nil {
 			t.Fatal(err)
@@ -119,17 +104,116 @@ func TestSelectorsSelectWhatTheySelect(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 10 {
-			set := map[string]string{}
-			for _, k := range keys {
-				if r.IntN(2) == 0 {
-					set[k] = values[r.IntN(len(values))]
-				}
-			}
+			set := randomLabels(r)
 			got := eval(t, b.String(), map[string]any{"podLabels": set}).Value()
 			if want := sel.Matches(labels.Set(set)); got != want {
 				t.Fatalf("selector %v on %v: CEL %s says %v, want %v", ls, set, b.String(), got, want)
 			}
 		}
+	}
+}
+
+var (
+	selectorKeys   = []string{"app", "tier", "example.com/team"}
+	selectorValues = []string{"web", "db", `a"b`}
+)
+
+// randomSelector draws a label selector of up to two matchLabels and two
+// expressions of any operator on selectorKeys.
+func randomSelector(r *rand.Rand) *metav1.LabelSelector {
+	keys, values := selectorKeys, selectorValues
+	ops := []metav1.LabelSelectorOperator{metav1.LabelSelectorOpIn, metav1.LabelSelectorOpNotIn, metav1.LabelSelectorOpExists, metav1.LabelSelectorOpDoesNotExist}
+	ls := &metav1.LabelSelector{}
+	for range r.IntN(3) {
+		if ls.MatchLabels == nil {
+			ls.MatchLabels = map[string]string{}
+		}
+		ls.MatchLabels[keys[r.IntN(len(keys))]] = values[r.IntN(2)]
+	}
+	for range r.IntN(3) {
+		req := metav1.LabelSelectorRequirement{Key: keys[r.IntN(len(keys))], Operator: ops[r.IntN(len(ops))]}
+		if req.Operator == metav1.LabelSelectorOpIn || req.Operator == metav1.LabelSelectorOpNotIn {
+			req.Values = []string{values[r.IntN(2)], values[r.IntN(2)]}
+		}
+		ls.MatchExpressions = append(ls.MatchExpressions, req)
+	}
+	return ls
+}
+
+// randomLabels draws a pod's labels from selectorKeys and selectorValues.
+func randomLabels(r *rand.Rand) map[string]string {
+	set := map[string]string{}
+	for _, k := range selectorKeys {
+		if r.IntN(2) == 0 {
+			set[k] = selectorValues[r.IntN(len(selectorValues))]
+		}
+	}
+	return set
+}
+
+// The policy finds the presets a pod's labels can match through an index
+// (idx, cands) and checks only those: it must never leave out one that
+// matches, and must keep the presets' order. Random selectors of every
+// operator, 60 presets to a policy, 200 random pods' labels.
+func TestIndexFindsEveryMatchingPreset(t *testing.T) {
+	r := rand.New(rand.NewPCG(14, 60))
+	var ps []*presets.Preset
+	var sels []labels.Selector
+	for k := range 60 {
+		ls := randomSelector(r)
+		pp := &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%02d", k), Namespace: "ns", Generation: 1}}
+		pp.Spec.Selector = *ls
+		pp.Spec.Env = []v1alpha1.EnvVar{{Name: "A", Value: "1"}}
+		ps = append(ps, loadPreset(t, pp))
+		sels = append(sels, must(metav1.LabelSelectorAsSelector(ls)))
+	}
+	_, vars, err := (&gen{presets: ps}).program()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exprs := map[string]string{}
+	for _, v := range vars {
+		exprs[v.Name] = v.Expression
+	}
+	env, err := cel.NewEnv(ext.Lists(), ext.Strings(), cel.HomogeneousAggregateLiterals(),
+		cel.Variable("variables", cel.MapType(cel.StringType, cel.DynType)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, variables map[string]any) ref.Val {
+		ast, iss := env.Compile(exprs[name])
+		if iss.Err() != nil {
+			t.Fatalf("compiling %s: %v", name, iss.Err())
+		}
+		out, _, err := must(env.Program(ast)).Eval(map[string]any{"variables": variables})
+		if err != nil {
+			t.Fatalf("evaluating %s: %v", name, err)
+		}
+		return out
+	}
+	idx := run("idx", nil)
+	found := 0
+	for range 200 {
+		set := randomLabels(r)
+		variables := map[string]any{"labels": set, "nsLabels": map[string]string{}, "idx": idx}
+		var cands []int64
+		for _, v := range run("cands", variables).Value().([]ref.Val) {
+			cands = append(cands, v.Value().(int64))
+		}
+		if !slices.IsSorted(cands) || len(slices.Compact(slices.Clone(cands))) != len(cands) {
+			t.Fatalf("labels %v: candidates %v are not in order, once each", set, cands)
+		}
+		for k, sel := range sels {
+			if sel.Matches(labels.Set(set)) {
+				found++
+				if !slices.Contains(cands, int64(k)) {
+					t.Fatalf("labels %v: preset %d (%v) matches but is not a candidate: %v", set, k, sel, cands)
+				}
+			}
+		}
+	}
+	if found < 200 {
+		t.Fatalf("only %d matches in 200 pods: the test draws too few to tell", found)
 	}
 }
 
@@ -337,4 +421,11 @@ func TestEnvFromKeysAgree(t *testing.T) {
 		}
 		seen[envFromCELKey(&e)] = i
 	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
