@@ -154,8 +154,9 @@ const (
 // variable matched lists the data of the matching presets, in order, and
 // evaluates only theirs; it checks only the presets an index of label
 // pairs (idx, cands) says the pod's labels can match, so that a pod costs
-// the API server the selectors of a few presets, not of all; the mutation is the same text whatever the
-// presets: it merges variables.matched into the pod. So a policy grows by
+// the API server the selectors of a few presets, not of all. The mutation
+// is the same text whatever the presets: it merges variables.matched into
+// the pod. So a policy grows by
 // its presets' data only, and each preset's data is an expression of its
 // own, under the API server's limit per expression.
 func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
