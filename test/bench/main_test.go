@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -115,13 +116,12 @@ func runMain(m *testing.M) int {
 	var args []string
 	pprofAddr := ""
 	if *webhookProfile != "" {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := cluster.FreePort()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 			return 1
 		}
-		pprofAddr = l.Addr().String()
-		_ = l.Close()
+		pprofAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		args = append(args, "--pprof-bind-address="+pprofAddr)
 	}
 	if err := cp.StartWebhook(ctx, bin, &logs, args...); err != nil {

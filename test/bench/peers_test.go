@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -225,12 +224,11 @@ func createKyvernoPolicy(b *testing.B, cl client.Client, ns string) {
 }
 
 func freePort(b *testing.B) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := cluster.FreePort()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 func tail(s string, n int) string {

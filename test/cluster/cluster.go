@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -173,7 +174,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	for range n {
 		r := &replica{}
 		for _, p := range []*int{&r.port, &r.health, &r.metrics} {
-			if *p, err = freePort(); err != nil {
+			if *p, err = FreePort(); err != nil {
 				return nil, err
 			}
 		}
@@ -717,13 +718,46 @@ func (p *process) halt() {
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// FreePort returns a port on 127.0.0.1 that nothing listens on, for a
+// process started later, from below the kernel's ephemeral range
+// (ip_local_port_range). A port from that range (what listening on port 0
+// gives) can be taken between the pick and the process's bind by the
+// source port of any outgoing connection on the machine — the API
+// server's to etcd, a client's — and a cold CI run lost the e2e tier that
+// way (the webhook replica: "bind: address already in use"); below it only
+// an explicit bind can take the port.
+func FreePort() (int, error) {
+	low := ephemeralLow()
+	const span = 12000
+	start := max(low-span, 1024)
+	for range 100 {
+		port := start + rand.IntN(low-start)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue // taken: another
+		}
+		l.Close()
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("no free port in [%d, %d) after 100 tries", start, low)
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range: Linux's
+// default, 32768, when it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil || low <= 2048 {
+		return 32768
+	}
+	return low
 }
 
 // Process is a process of the webhook binary started by StartProcess.

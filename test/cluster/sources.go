@@ -131,7 +131,7 @@ func StartVaultOn(ctx context.Context, root, host string, logs io.Writer) (*Vaul
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("bin/vault is missing: run hack/build-servers.sh (make test does): %w", err)
 	}
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +174,7 @@ func (v *Vault) Stop() { v.proc.halt() }
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, n)
 	for i := range ports {
-		p, err := freePort()
+		p, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
