@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -67,9 +68,16 @@ func TestRollingUpdateLosesNoPod(t *testing.T) {
 func TestLeaderStoppedLosesNoPod(t *testing.T) {
 	var leader string
 	loadDuring(t, "leader stopped", func() error {
+		// The test before may have just replaced the replicas: a leader
+		// that stopped released the lease (holder ""), and a running
+		// replica takes it within a retry period. Wait for that.
 		var err error
-		if leader, err = leaseHolder(t); err != nil {
-			return err
+		deadline := time.Now().Add(60 * time.Second)
+		for leader, err = runningLeader(t); err != nil; leader, err = runningLeader(t) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("after 60s no running replica holds the lease: %w", err)
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
 		if err := k8s.Delete(t.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: installNS, Name: leader}}); err != nil {
 			return fmt.Errorf("deleting the leader %s: %w", leader, err)
@@ -326,6 +334,22 @@ func leaseHolder(t *testing.T) (string, error) {
 		return pod, nil
 	}
 	return "", fmt.Errorf("the lease is held by %q, not a pod", id)
+}
+
+// runningLeader is the running webhook replica that holds the lease.
+func runningLeader(t *testing.T) (string, error) {
+	leader, err := leaseHolder(t)
+	if err != nil {
+		return "", err
+	}
+	pods, err := webhookReplicas(t)
+	if err != nil {
+		return "", err
+	}
+	if !slices.Contains(pods, leader) {
+		return "", fmt.Errorf("the lease is held by %s, not one of the running replicas %v", leader, pods)
+	}
+	return leader, nil
 }
 
 // webhookReplicas lists the webhook's running pods.
