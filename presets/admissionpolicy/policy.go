@@ -69,11 +69,20 @@ func Check(p *presets.Preset) error {
 // those labelled podpreset.dev/ignore=true. Refused presets (the preset
 // policy's) are left out, as the webhook leaves them out. A preset Check
 // refuses fails the whole compilation.
-func Compile(name string, ps []*presets.Preset, namespaceSelector *metav1.LabelSelector) (Policy, error) {
+//
+// With opts.HandOff the policy is for the webhook's auto mode: it leaves
+// alone (an empty patch) every pod whose merge could report anything — a
+// key of a matching preset that the pod, or another matching preset,
+// already has, or a refused preset that matches — and the webhook, which
+// sees the pod next, merges it and warns in its own words. Without it the
+// policy merges every pod and reports nothing (kubectl podpreset compile:
+// no webhook behind it).
+func Compile(name string, ps []*presets.Preset, namespaceSelector *metav1.LabelSelector, opts Options) (Policy, error) {
 	var errs []error
-	var served []*presets.Preset
+	var served, refused []*presets.Preset
 	for _, p := range ps {
 		if p.Refused() != nil {
+			refused = append(refused, p)
 			continue
 		}
 		if err := Check(p); err != nil {
@@ -86,6 +95,9 @@ func Compile(name string, ps []*presets.Preset, namespaceSelector *metav1.LabelS
 		return Policy{}, errors.Join(errs...)
 	}
 	g := &gen{presets: served}
+	if opts.HandOff {
+		g.handOff, g.refused = true, refused
+	}
 	expr, vars, err := g.program()
 	if err != nil {
 		return Policy{}, fmt.Errorf("compiling policy %s: %w", name, err)
@@ -133,9 +145,20 @@ const (
 	ManagedBy      = "podpreset"
 )
 
+// Options are how Compile compiles.
+type Options struct {
+	// HandOff leaves to the webhook every pod whose merge could report a
+	// conflict or a refused preset (the webhook's auto mode).
+	HandOff bool
+}
+
 // gen writes a policy's CEL.
 type gen struct {
 	presets []*presets.Preset
+	// handOff: Options.HandOff; refused the refused presets, which hand a
+	// pod they match off to the webhook.
+	handOff bool
+	refused []*presets.Preset
 }
 
 // Limits of the API server's CEL: each expression (a variable's, the
@@ -198,6 +221,8 @@ func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 		}
 	}
 	if len(g.presets) == 0 {
+		// A refused preset that matches is the webhook's to report: it
+		// sees the pod unchanged.
 		return "[]", vars, nil
 	}
 	var entries []string
@@ -226,7 +251,34 @@ func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 			`cel.bind(refs, variables.matched.map(d, d.ref), cel.bind(es, variables.oldApplied.split(","), (lists.range(size(es)).map(i, cel.bind(hit, refs.filter(r, es[i].trim().startsWith(r[0]) && !es.slice(0, i).exists(x, x.trim().startsWith(r[0]))), size(hit) > 0 ? hit[0][1] : es[i])) + ` +
 			`refs.filter(r, !es.exists(x, x.trim().startsWith(r[0]))).map(r, r[1])).join(",")))`},
 	)
-	expr := "variables.skip || size(variables.matched) == 0 ? [] :\n" +
+	skip := "variables.skip || size(variables.matched) == 0"
+	if g.handOff {
+		var refused []string
+		for _, p := range g.refused {
+			c := p.Content()
+			var b strings.Builder
+			b.WriteString("(")
+			if err := selectorCEL(c.Selector, "variables.labels", &b); err != nil {
+				return "", nil, err
+			}
+			if c.NamespaceSelector != nil {
+				b.WriteString(" && ")
+				if err := selectorCEL(c.NamespaceSelector, "variables.nsLabels", &b); err != nil {
+					return "", nil, err
+				}
+			}
+			b.WriteString(")")
+			refused = append(refused, b.String())
+		}
+		if len(refused) == 0 {
+			refused = []string{"false"}
+		}
+		vars = append(vars,
+			admissionregistrationv1.Variable{Name: "refusedMatch", Expression: strings.Join(refused, " || ")},
+			admissionregistrationv1.Variable{Name: "handOff", Expression: handOffExpr})
+		skip = "variables.skip || variables.refusedMatch || size(variables.matched) == 0 || variables.handOff"
+	}
+	expr := skip + " ? [] :\n" +
 		"cel.bind(inits, " + initsExpr + ",\n" + podOps + " +\n" + containerOps + ")"
 	total := len(expr)
 	for i := range vars {
@@ -421,6 +473,30 @@ func addEntries(kind, cond, own, path, ownKey string, first bool) string {
 var initsExpr = `cel.bind(cand, ` + list("inits", "") + `, cel.bind(keys, ` + list("initsK", "") + `, cel.bind(names, (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.name) : []) + (has(object.spec.containers) ? object.spec.containers.map(c, c.name) : []), ` +
 	`lists.range(size(keys)).filter(j, !(keys[j] in names) && keys.indexOf(keys[j]) == j).map(j, cand[j]))))`
 
+// handOffExpr says whether the engine could report something about the
+// matching presets on this pod: whether a key one of them injects is one
+// that another has too, or that the pod has (a container's env name,
+// envFrom source or mount path, whatever the container; a volume's, an
+// init container's or a container's name; an annotation with another
+// value), or that an injected init container has. It errs on the side of
+// the webhook: the engine reports a conflict only when the values differ,
+// and only in the containers a preset targets. A policy compiled with
+// Options.HandOff leaves such a pod to the webhook, whose merge is the
+// same and whose warnings are its own.
+var handOffExpr = `cel.bind(envK, ` + list("envK", "") + `, cel.bind(envFromK, ` + list("envFromK", "") + `, cel.bind(mountsK, ` + list("mountsK", "") + `, ` +
+	`cel.bind(volumesK, ` + list("volumesK", "") + `, cel.bind(initsK, ` + list("initsK", "") + `, cel.bind(annK, ` + list("anns", "") + `.map(a, a[0]), ` +
+	`[envK, envFromK, mountsK, volumesK, initsK, annK].exists(ks, lists.range(size(ks)).exists(j, ks.indexOf(ks[j]) != j)) || ` +
+	`(has(object.spec.volumes) && object.spec.volumes.exists(o, o.name in volumesK)) || ` +
+	`` + list("anns", "") + `.exists(a, a[0] in variables.ann && variables.ann[a[0]] != a[1]) || ` +
+	`(has(object.spec.initContainers) ? object.spec.initContainers : []).exists(c, c.name in initsK || ` + ownCollides + `) || ` +
+	`(has(object.spec.containers) ? object.spec.containers : []).exists(c, c.name in initsK || ` + ownCollides + `) || ` +
+	list("inits", "") + `.exists(c, ` + ownCollides + `)))))))`
+
+// ownCollides says whether a container c has an env name, envFrom source
+// or mount path among the matching presets' (envK, envFromK, mountsK).
+var ownCollides = `(has(c.env) && c.env.exists(o, o.name in envK)) || (has(c.envFrom) && c.envFrom.exists(o, ` + envFromKey + ` in envFromK)) || ` +
+	`(has(c.volumeMounts) && c.volumeMounts.exists(o, o.mountPath in mountsK))`
+
 // podOps are the operations on the pod's own fields: volumes and image
 // pull secrets after the pod's own; annotations when absent, then
 // podpreset.dev/applied when it changes.
@@ -526,6 +602,11 @@ func NamespacePolicyName(ns string) string { return namespacePolicyPrefix + ns }
 // itself.
 const AnnotationInputs = "podpreset.dev/inputs"
 
+// compilerVersion is part of AnnotationInputs: it changes when what the
+// compiler writes for the same presets changes (2: auto mode's policies
+// hand off to the webhook the pods it would warn about).
+const compilerVersion = 2
+
 // Layout is which policy serves which namespace, and from what inputs.
 type Layout struct {
 	// byNS are each namespace's PodPresets, by name; cluster the
@@ -586,6 +667,8 @@ func (l *Layout) Serving(ns string) (name, in string) {
 // order, and the namespaces its binding leaves out.
 func inputs(ps []*presets.Preset, others []string) string {
 	h := sha256.New()
+	// The compiler's version: a policy an older one wrote is rewritten.
+	fmt.Fprintf(h, "compiler %d\n", compilerVersion)
 	for _, p := range ps {
 		r := p.Ref()
 		fmt.Fprintf(h, "%s/%s/%s@%d %v\n", r.Kind, r.Namespace, r.Name, r.Generation, p.Refused() != nil)
@@ -610,13 +693,18 @@ func Plan(ps []*presets.Preset, exclude ...string) ([]Policy, error) {
 
 // PlanServable is Plan for the webhook's auto mode: the policies of the
 // namespaces whose presets all compile (a ClusterPodPreset that does not
-// compile leaves every namespace to the webhook), and the refusals.
+// compile leaves every namespace to the webhook), and the refusals. They
+// are compiled with Options.HandOff: a pod whose merge the webhook would
+// warn about is the webhook's.
 func PlanServable(ps []*presets.Preset, exclude ...string) ([]Policy, []error) {
 	return plan(ps, exclude, false)
 }
 
 func plan(ps []*presets.Preset, exclude []string, strict bool) ([]Policy, []error) {
 	l := NewLayout(ps, exclude...)
+	// The CLI's policies (strict) have no webhook behind them; the
+	// webhook's own hand off what it would warn about.
+	opts := Options{HandOff: !strict}
 	refusals := func(list []*presets.Preset) []error {
 		var errs []error
 		for _, p := range list {
@@ -645,7 +733,7 @@ func plan(ps []*presets.Preset, exclude []string, strict bool) ([]Policy, []erro
 	var out []Policy
 	for _, ns := range servable {
 		pol, err := Compile(NamespacePolicyName(ns), append(slices.Clone(l.byNS[ns]), l.cluster...),
-			&metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}})
+			&metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}, opts)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -658,7 +746,7 @@ func plan(ps []*presets.Preset, exclude []string, strict bool) ([]Policy, []erro
 			sel = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 				{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: l.others}}}
 		}
-		pol, err := Compile(clusterPolicyName, l.cluster, sel)
+		pol, err := Compile(clusterPolicyName, l.cluster, sel, opts)
 		if err != nil {
 			errs = append(errs, err)
 		} else {

@@ -130,7 +130,7 @@ func loadPresets(b *testing.B, pps []*v1alpha1.PodPreset) []*presets.Preset {
 // dry run, shows want presets applied.
 func installCompiled(b *testing.B, cl client.Client, name, ns string, ps []*presets.Preset, probe *corev1.Pod, want int) {
 	byName := &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}
-	pol, err := admissionpolicy.Compile(name, ps, byName)
+	pol, err := admissionpolicy.Compile(name, ps, byName, admissionpolicy.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -271,7 +271,7 @@ func runDifferential(t *testing.T, all []policyCase) {
 			return cmpString(a.Ref().Name, b.Ref().Name)
 		})
 		name := "podpreset-e2e-" + tw.pol
-		pol, err := admissionpolicy.Compile(name, loaded, &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: tw.pol}})
+		pol, err := admissionpolicy.Compile(name, loaded, &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: tw.pol}}, admissionpolicy.Options{})
 		if err != nil {
 			t.Fatalf("case %d (%s): compiling: %v", i, c.name, err)
 		}
