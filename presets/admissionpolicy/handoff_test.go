@@ -149,7 +149,9 @@ func oneConflictEach() []struct {
 		}), []*v1alpha1.PodPreset{pp("p", func(s *v1alpha1.PodPresetSpec) {
 			s.Volumes = []v1alpha1.Volume{{Volume: corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: "Memory"}}}}}
 		})}},
-		{pod(func(p *corev1.Pod) { p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "v", MountPath: "/a"}} }),
+		{pod(func(p *corev1.Pod) {
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "v", MountPath: "/a"}}
+		}),
 			[]*v1alpha1.PodPreset{pp("p", func(s *v1alpha1.PodPresetSpec) { s.VolumeMounts = []corev1.VolumeMount{{Name: "w", MountPath: "/a"}} })}},
 		{pod(func(p *corev1.Pod) {
 			p.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}}}}
