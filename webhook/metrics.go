@@ -48,7 +48,7 @@ var (
 	})
 	namespaceReads = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "podpreset_namespace_reads_total",
-		Help: "Namespaces read from the API server during admission because the cache had not seen them yet (created a moment before the pod).",
+		Help: "Namespaces read from the API server during admission because the cache had not seen them yet (created a moment before the pod or the preset).",
 	})
 )
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -57,6 +58,12 @@ func (k Key) String() string {
 type Store struct {
 	// Tenancy is the sources' tenancy check; nil checks none.
 	Tenancy presets.Check
+	// LiveNamespaces, when set, is read for the labels of a namespace the
+	// cache has not seen yet: one created a moment before its presets
+	// (kubectl apply of both at once) is judged by the PodPresetPolicies
+	// its labels select, not by those that select a namespace without
+	// labels.
+	LiveNamespaces client.Reader
 	// PolicyLayout, when set, has each rebuild arrange the presets as
 	// compiled admission policies would serve them (Layout), leaving out
 	// the namespaces listed (the webhook's own).
@@ -142,14 +149,22 @@ func (s *Store) Checks() []presets.Check {
 	return checks
 }
 
-// namespaceLabels reads a namespace's labels from the cache; nil when the
-// cache does not have it.
+// namespaceLabels reads a namespace's labels from the cache, or from the
+// API server (LiveNamespaces) when the cache has not seen the namespace
+// yet; nil when neither has it.
 func (s *Store) namespaceLabels(name string) map[string]string {
 	if s.cache == nil {
 		return nil
 	}
 	var ns corev1.Namespace
-	if err := s.cache.Get(context.Background(), client.ObjectKey{Name: name}, &ns); err != nil {
+	err := s.cache.Get(context.Background(), client.ObjectKey{Name: name}, &ns)
+	if apierrors.IsNotFound(err) && s.LiveNamespaces != nil {
+		namespaceReads.Inc()
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultLiveReadTimeout)
+		defer cancel()
+		err = s.LiveNamespaces.Get(ctx, client.ObjectKey{Name: name}, &ns)
+	}
+	if err != nil {
 		return nil
 	}
 	return ns.Labels

@@ -168,6 +168,7 @@ func run(ctx context.Context, opts Options) error {
 	if ws != nil {
 		store = webhook.NewStore()
 		store.Tenancy = tenancy
+		store.LiveNamespaces = mgr.GetAPIReader()
 		if opts.AdmissionMode == webhook.ModeAuto {
 			store.PolicyLayout = []string{}
 			if opts.Namespace != "" {

@@ -262,6 +262,17 @@ func TestPresetPolicyIsEnforced(t *testing.T) {
 		if err := k8s.Create(t.Context(), withInit("setup", tenant, "registry.example/platform/init:1")); !apierrors.IsInvalid(err) {
 			t.Errorf("the tenant namespace, which no policy selects: %v", err)
 		}
+		// A namespace and its presets applied together (kubectl apply -f
+		// of both): the namespace's labels, which the webhook's cache has
+		// not seen yet, decide, both ways.
+		for i := range 5 {
+			if err := k8s.Create(t.Context(), withInit("setup", namespace(t, map[string]string{"tier": tier}), "registry.example/platform/init:1")); err != nil {
+				t.Errorf("try %d: a preset created right after its platform namespace: %v", i, err)
+			}
+			if err := k8s.Create(t.Context(), withInit("setup", namespace(t, map[string]string{"tier": "tenant"}), "registry.example/platform/init:1")); !apierrors.IsInvalid(err) {
+				t.Errorf("try %d: a preset created right after its tenant namespace: %v", i, err)
+			}
+		}
 		debug := podPreset("debug", platform, labels, env("DEBUG_LEVEL", "3"))
 		create(t, debug)
 		condition(t, debug, v1alpha1.ConditionAccepted, metav1.ConditionTrue, v1alpha1.ReasonAccepted, "")
