@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podpreset/podpreset/presets"
@@ -98,6 +99,29 @@ func TestAdmissionModeAuto(t *testing.T) {
 		}
 		return nil
 	})
+	// A pod the webhook would warn about is the webhook's: the policy
+	// hands it off, and the warning is the webhook's own.
+	own := testPod("own", plain, labels)
+	own.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "LEVEL", Value: "own"}}
+	before := counters(t)[`podpreset_admission_total{result="injected"}`]
+	got, warns, err := dryRunWarnings(ctx, own, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env, applied := envOf(got.Spec.Containers[0])["LEVEL"], got.Annotations[presets.AnnotationApplied]; env != "own" || applied != "PodPreset/settings@1" {
+		t.Errorf("a pod with its own LEVEL got LEVEL=%q, applied %q", env, applied)
+	}
+	want := `podpreset: PodPreset/settings@1: spec.containers[name=app].env[name=LEVEL]: kept {"name":"LEVEL","value":"own"} (the pod's own), dropped {"name":"LEVEL","value":"1"}`
+	if diff := cmp.Diff([]string{want}, warns); diff != "" {
+		t.Errorf("a conflict in a namespace a policy serves: warnings (-want +got):\n%s", diff)
+	}
+	if after := counters(t)[`podpreset_admission_total{result="injected"}`]; after != before+1 {
+		t.Errorf("the webhook merged %v pods with a conflict, want 1 (the policy hands them off)", after-before)
+	}
+	if _, warns, err := dryRunWarnings(ctx, testPod("plain", plain, labels), plain); err != nil || len(warns) > 0 {
+		t.Errorf("a pod with no conflict: warnings %q, %v", warns, err)
+	}
+
 	pol, err := policyOf(policyName)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +134,7 @@ func TestAdmissionModeAuto(t *testing.T) {
 	if _, err := policyOf(admissionpolicy.NamespacePolicyName(sourced)); !apierrors.IsNotFound(err) {
 		t.Errorf("a policy for the namespace with a Consul preset: %v", err)
 	}
-	before := counters(t)[`podpreset_admission_total{result="injected"}`]
+	before = counters(t)[`podpreset_admission_total{result="injected"}`]
 	pod, err := dryRun(ctx, testPod("probe", sourced, labels), sourced)
 	if err != nil {
 		t.Fatal(err)
@@ -270,16 +294,30 @@ func runDifferential(t *testing.T, all []policyCase) {
 			}
 			return cmpString(a.Ref().Name, b.Ref().Name)
 		})
+		// Two policies serve the policy side: the one kubectl podpreset
+		// compile writes, and the one auto mode writes (HandOff), for pods
+		// labelled labelHandOff. The latter is created first: the API
+		// server's policy source sees policies and bindings in the order
+		// they are created, so once the former serves (the probes below),
+		// so does the latter. (A probe of its own cannot tell: a pod it
+		// leaves alone may be one it hands off.)
 		name := "podpreset-e2e-" + tw.pol
-		pol, err := admissionpolicy.Compile(name, loaded, &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: tw.pol}}, admissionpolicy.Options{})
-		if err != nil {
-			t.Fatalf("case %d (%s): compiling: %v", i, c.name, err)
+		for _, handOff := range []bool{true, false} {
+			name, op := name, metav1.LabelSelectorOpDoesNotExist
+			if handOff {
+				name, op = name+"-h", metav1.LabelSelectorOpExists
+			}
+			pol, err := admissionpolicy.Compile(name, loaded, &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: tw.pol}}, admissionpolicy.Options{HandOff: handOff})
+			if err != nil {
+				t.Fatalf("case %d (%s): compiling: %v", i, c.name, err)
+			}
+			pol.Binding.Spec.MatchResources.ObjectSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: labelHandOff, Operator: op}}}
+			policies = append(policies, pol)
+			t.Cleanup(func() {
+				_ = k8s.Delete(context.Background(), pol.Binding)
+				_ = k8s.Delete(context.Background(), pol.Policy)
+			})
 		}
-		policies = append(policies, pol)
-		t.Cleanup(func() {
-			_ = k8s.Delete(context.Background(), pol.Binding)
-			_ = k8s.Delete(context.Background(), pol.Policy)
-		})
 		tw.sentinel = strconv.Itoa(i)
 		twins = append(twins, tw)
 	}
@@ -329,12 +367,16 @@ func runDifferential(t *testing.T, all []policyCase) {
 			})
 		}
 	}
-	compared, changed, refused, injectedInits := 0, 0, 0, 0
+	// The pods as stored with no preset at all: what a policy that hands
+	// a pod off leaves.
+	bareNS := namespace(t, nil)
+	compared, changed, refused, injectedInits, warned, handedOff, autoMerged := 0, 0, 0, 0, 0, 0, 0
 	for i, tw := range twins {
 		var web, pol *corev1.Pod
+		var warns []string
 		var werr, perr error
 		for attempt := range 2 {
-			web, werr = dryRun(ctx, tw.c.pod, tw.web)
+			web, warns, werr = dryRunWarnings(ctx, tw.c.pod, tw.web)
 			pol, perr = dryRun(ctx, tw.c.pod, tw.pol)
 			if (werr == nil) == (perr == nil) || attempt == 1 {
 				break
@@ -353,15 +395,43 @@ func runDifferential(t *testing.T, all []policyCase) {
 			t.Errorf("case %d (%s): policy side: %v", i, tw.c.name, perr)
 			continue
 		}
-		web.Namespace, pol.Namespace = "", ""
-		web.UID, pol.UID = "", ""
-		web.CreationTimestamp, pol.CreationTimestamp = metav1.Time{}, metav1.Time{}
-		web.ManagedFields, pol.ManagedFields = nil, nil
+		normalise(web, pol)
 		if diff := cmp.Diff(web, pol); diff != "" {
 			t.Errorf("case %d (%s): the pod with the policy differs from the pod with the webhook (-webhook +policy):\n%s\npresets: %s",
 				i, tw.c.name, diff, describeCase(tw.c))
 		}
 		compared++
+		// Auto mode's policy: a pod the webhook warns about must come out
+		// of it untouched (the webhook, next, merges it and warns); any
+		// other, untouched or merged as the other policy merges it.
+		labelled := tw.c.pod.DeepCopy()
+		labelled.Labels = withLabel(labelled.Labels, labelHandOff, "true")
+		hand, herr := dryRun(ctx, labelled, tw.pol)
+		bare, berr := dryRun(ctx, labelled, bareNS)
+		if herr != nil || berr != nil {
+			t.Errorf("case %d (%s): the hand-off policy's side: %v; with no preset: %v", i, tw.c.name, herr, berr)
+			continue
+		}
+		normalise(hand, bare)
+		delete(hand.Labels, labelHandOff)
+		delete(bare.Labels, labelHandOff)
+		untouched := cmp.Equal(hand, bare)
+		if len(warns) > 0 {
+			warned++
+			if !untouched {
+				t.Errorf("case %d (%s): the webhook warns %q, and auto mode's policy did not leave the pod to it (-untouched +policy):\n%s\npresets: %s",
+					i, tw.c.name, warns, cmp.Diff(bare, hand), describeCase(tw.c))
+			}
+		} else if diff := cmp.Diff(pol, hand); diff != "" && !untouched {
+			t.Errorf("case %d (%s): auto mode's policy merged the pod otherwise (-policy +auto mode's):\n%s\npresets: %s",
+				i, tw.c.name, diff, describeCase(tw.c))
+		}
+		switch {
+		case untouched && !cmp.Equal(pol, bare):
+			handedOff++
+		case !untouched:
+			autoMerged++
+		}
 		if web.Annotations[presets.AnnotationApplied] != tw.c.pod.Annotations[presets.AnnotationApplied] {
 			changed++
 		}
@@ -369,8 +439,12 @@ func runDifferential(t *testing.T, all []policyCase) {
 			injectedInits++
 		}
 	}
-	t.Logf("%d cases compared (%d pods the API server refuses on both sides), %d of them with presets applied, %d with injected init containers",
-		compared, refused, changed, injectedInits)
+	t.Logf("%d cases compared (%d pods the API server refuses on both sides), %d of them with presets applied, %d with injected init containers; "+
+		"the webhook warned about %d; auto mode's policy left %d to the webhook and merged %d itself",
+		compared, refused, changed, injectedInits, warned, handedOff, autoMerged)
+	if warned < len(all)/5 || autoMerged < len(all)/10 {
+		t.Errorf("%d cases with warnings, %d merged by auto mode's policy: the cases no longer exercise the hand-off", warned, autoMerged)
+	}
 	if injectedInits < len(all)/20 {
 		t.Errorf("only %d cases had init containers injected: the cases no longer exercise them", injectedInits)
 	}
@@ -438,6 +512,49 @@ func withMatchLabel(sel metav1.LabelSelector, k, v string) *metav1.LabelSelector
 	out := sel.DeepCopy()
 	out.MatchLabels = withLabel(out.MatchLabels, k, v)
 	return out
+}
+
+// labelHandOff on a pod selects, on the policy side of the differential
+// test, the policy compiled for auto mode (Options.HandOff).
+const labelHandOff = "podpreset.dev/e2e-handoff"
+
+// normalise clears what differs between two namespaces' pods.
+func normalise(pods ...*corev1.Pod) {
+	for _, p := range pods {
+		p.Namespace, p.UID, p.CreationTimestamp, p.ManagedFields = "", "", metav1.Time{}, nil
+	}
+}
+
+// dryRunWarnings is dryRun, with the podpreset warnings the API server
+// sent back.
+func dryRunWarnings(ctx context.Context, pod *corev1.Pod, ns string) (*corev1.Pod, []string, error) {
+	w := &warnings{}
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.WarningHandler = w
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, nil, err
+	}
+	for range 3 {
+		w.mu.Lock()
+		w.msgs = nil
+		w.mu.Unlock()
+		p := pod.DeepCopy()
+		p.Namespace = ns
+		if err = c.Create(ctx, p, client.DryRunAll); err == nil {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			var ours []string
+			for _, m := range w.msgs {
+				if strings.HasPrefix(m, "podpreset: ") {
+					ours = append(ours, m)
+				}
+			}
+			return p, ours, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nil, nil, err
 }
 
 // dryRun creates the pod in ns with a server-side dry run, retrying a
