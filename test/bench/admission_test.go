@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podpreset/podpreset/presets"
+	"github.com/podpreset/podpreset/presets/admissionpolicy"
 	"github.com/podpreset/podpreset/presets/presetstest"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
@@ -39,7 +40,7 @@ var (
 	scalePods     = flag.Int("scale-pods", 40, "pods per point of the scale curve per round")
 	policyPresets = flag.Int("policy-presets", 1000, "presets compiled into the policy of the compiled-policy case (5 match the pod)")
 	scale         = flag.Bool("scale", true, "measure the scale curve (1, 5, 10 matching of 10, 1,000, 10,000 presets)")
-	policyScale   = flag.Bool("policy-scale", true, "measure the compiled policy's scale curve (1, 5, 10 matching of 10 and 1,000 presets: webhook, policy, pre-merged)")
+	policyScale   = flag.Bool("policy-scale", true, "measure the compiled policy's scale curve (1, 5, 10 matching of 10 and 1,000 presets: webhook, policy, auto mode's policy, pre-merged)")
 )
 
 // loopLimit bounds any one loop of creations in time.
@@ -311,7 +312,7 @@ func preMerged(b *testing.B, ns string) *corev1.Pod {
 // applies.
 func installPolicy(b *testing.B, cl client.Client, ns string) {
 	ps := loadPresets(b, presetstest.BenchPresets(ns, *policyPresets))
-	installCompiled(b, cl, "podpreset-bench", ns, ps, benchPod(ns)("policy-probe"), 5)
+	installCompiled(b, cl, "podpreset-bench", ns, ps, benchPod(ns)("policy-probe"), 5, admissionpolicy.Options{})
 }
 
 // checkCases creates one pod of each case and checks what it got: the

@@ -23,14 +23,17 @@ import (
 // namespace), created three ways in interleaved rounds: through the
 // webhook (the presets as PodPresets in a namespace it serves), through
 // the presets compiled into a MutatingAdmissionPolicy (a namespace the
-// webhook is never called for), and already merged by the engine, with no
-// webhook and no policy (the baseline a policy is measured against). It
+// webhook is never called for) as kubectl podpreset compile writes it and
+// as auto mode writes it (Options.HandOff: it first checks that nothing in
+// the pod conflicts; these pods have no conflict), and already merged by
+// the engine, with no webhook and no policy (the baseline a policy is
+// measured against). It
 // prints sequential p50s, the ratios, and the API server's CPU seconds per
 // 1,000 pods in each mode.
 func policyCurve(b *testing.B, cl client.Client, apiPID int) {
 	sizes := []int{10, 1000}
 	matching := []int{1, 5, 10}
-	modes := []string{"webhook", "policy", "pre-merged"}
+	modes := []string{"webhook", "policy", "auto", "pre-merged"}
 	nsNone := makeNamespace(b, cl, "bench-pcurve-none", map[string]string{"podpreset.dev/ignore": "true"})
 	type point struct {
 		n, k int
@@ -41,12 +44,16 @@ func policyCurve(b *testing.B, cl client.Client, apiPID int) {
 	for _, n := range sizes {
 		nsW := makeNamespace(b, cl, fmt.Sprintf("bench-pcurve-webhook-%d", n), nil)
 		nsP := makeNamespace(b, cl, fmt.Sprintf("bench-pcurve-policy-%d", n), map[string]string{"podpreset.dev/ignore": "true"})
-		namespaces = append(namespaces, nsW, nsP)
+		nsA := makeNamespace(b, cl, fmt.Sprintf("bench-pcurve-auto-%d", n), map[string]string{"podpreset.dev/ignore": "true"})
+		namespaces = append(namespaces, nsW, nsP, nsA)
 		createPresets(b, cl, presetstest.BenchPresetsMatching(nsW, n))
 		ps := loadPresets(b, presetstest.BenchPresetsMatching(nsP, n))
 		probe := benchPod(nsP)("policy-probe")
 		probe.Labels[presetstest.LabelMatching] = "1"
-		installCompiled(b, cl, fmt.Sprintf("podpreset-bench-curve-%d", n), nsP, ps, probe, 1)
+		installCompiled(b, cl, fmt.Sprintf("podpreset-bench-curve-%d", n), nsP, ps, probe, 1, admissionpolicy.Options{})
+		probe = benchPod(nsA)("auto-probe")
+		probe.Labels[presetstest.LabelMatching] = "1"
+		installCompiled(b, cl, fmt.Sprintf("podpreset-bench-curve-auto-%d", n), nsA, loadPresets(b, presetstest.BenchPresetsMatching(nsA, n)), probe, 1, admissionpolicy.Options{HandOff: true})
 		for _, k := range matching {
 			label := strconv.Itoa(k)
 			pod := func(ns string) func(string) *corev1.Pod {
@@ -65,6 +72,7 @@ func policyCurve(b *testing.B, cl client.Client, apiPID int) {
 			id := fmt.Sprintf("c%d-%d", n, k)
 			cases[point{n, k, "webhook"}] = caseSpec{id: id + "w", name: id + "w", ns: nsW, presets: k, pod: pod(nsW)}
 			cases[point{n, k, "policy"}] = caseSpec{id: id + "p", name: id + "p", ns: nsP, presets: k, pod: pod(nsP)}
+			cases[point{n, k, "auto"}] = caseSpec{id: id + "a", name: id + "a", ns: nsA, presets: k, pod: pod(nsA)}
 			cases[point{n, k, "pre-merged"}] = caseSpec{id: id + "m", name: id + "m", ns: nsNone, presets: k, pod: func(name string) *corev1.Pod {
 				p := merged.DeepCopy()
 				p.GenerateName, p.Name = "", name
@@ -95,8 +103,8 @@ func policyCurve(b *testing.B, cl client.Client, apiPID int) {
 		clean(b, cl, namespaces...)
 	}
 	fmt.Printf("\nCompiled policy, scale curve: sequential p50 ms, %d rounds of %d pods per point, interleaved\n\n", *rounds, *scalePods)
-	fmt.Println("| presets in the namespace | matching | webhook | policy | pre-merged | policy ÷ pre-merged | policy ÷ webhook | API server CPU s per 1,000 pods: webhook / policy / pre-merged |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| presets in the namespace | matching | webhook | policy | auto mode's policy | pre-merged | policy ÷ pre-merged | auto ÷ pre-merged | policy ÷ webhook | API server CPU s per 1,000 pods: webhook / policy / auto / pre-merged |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, n := range sizes {
 		for _, k := range matching {
 			p50 := func(mode string) float64 { return ms(percentile(lat[point{n, k, mode}], 0.5)) }
@@ -104,9 +112,9 @@ func policyCurve(b *testing.B, cl client.Client, apiPID int) {
 				pt := point{n, k, mode}
 				return fmt.Sprintf("%.1f", apiCPU[pt].Seconds()*1000/float64(len(lat[pt])))
 			}
-			fmt.Printf("| %d | %d | %.1f | %.1f | %.1f | %.2f | %.2f | %s |\n", n, k, p50("webhook"), p50("policy"), p50("pre-merged"),
-				p50("policy")/p50("pre-merged"), p50("policy")/p50("webhook"),
-				strings.Join([]string{cpu("webhook"), cpu("policy"), cpu("pre-merged")}, " / "))
+			fmt.Printf("| %d | %d | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %s |\n", n, k, p50("webhook"), p50("policy"), p50("auto"), p50("pre-merged"),
+				p50("policy")/p50("pre-merged"), p50("auto")/p50("pre-merged"), p50("policy")/p50("webhook"),
+				strings.Join([]string{cpu("webhook"), cpu("policy"), cpu("auto"), cpu("pre-merged")}, " / "))
 			b.ReportMetric(p50("policy")/p50("pre-merged"), fmt.Sprintf("policy/merged-p50-%d-%d", n, k))
 		}
 	}
@@ -128,9 +136,9 @@ func loadPresets(b *testing.B, pps []*v1alpha1.PodPreset) []*presets.Preset {
 // installCompiled compiles ps into a MutatingAdmissionPolicy named name,
 // bound to namespace ns by name, and waits until probe, created there by
 // dry run, shows want presets applied.
-func installCompiled(b *testing.B, cl client.Client, name, ns string, ps []*presets.Preset, probe *corev1.Pod, want int) {
+func installCompiled(b *testing.B, cl client.Client, name, ns string, ps []*presets.Preset, probe *corev1.Pod, want int, opts admissionpolicy.Options) {
 	byName := &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}
-	pol, err := admissionpolicy.Compile(name, ps, byName, admissionpolicy.Options{})
+	pol, err := admissionpolicy.Compile(name, ps, byName, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
