@@ -76,7 +76,7 @@ type Store struct {
 	policies     atomic.Pointer[policy.Set]
 	ready        atomic.Bool
 	readyCh      chan struct{}
-	cache        cache.Cache
+	cache        client.Reader // the manager's cache, once Watch has it
 	// pending are the presets loaded or dropped since the last rebuild.
 	pending map[Key]bool
 

@@ -3,10 +3,16 @@ package webhook
 import (
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/podpreset/podpreset/presets/policy"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
 )
 
@@ -67,5 +73,58 @@ func TestStatusWritesLeaveTheIndexAlone(t *testing.T) {
 		if s.Get(key) == before {
 			t.Errorf("a change of %s did not load the preset again", name)
 		}
+	}
+}
+
+// TestPresetInANamespaceTheCacheHasNotSeen: a preset created a moment
+// after its namespace (one kubectl apply of both), before the cache has
+// the namespace, is judged by the PodPresetPolicies the namespace's labels
+// select, read from the API server: allowed where its policy allows, still
+// refused where the labels select no such policy, and, with no API server
+// to ask, judged as a namespace without labels (the defaults).
+func TestPresetInANamespaceTheCacheHasNotSeen(t *testing.T) {
+	sch := runtime.NewScheme()
+	if err := corev1.AddToScheme(sch); err != nil {
+		t.Fatal(err)
+	}
+	pol := v1alpha1.PodPresetPolicy{ObjectMeta: metav1.ObjectMeta{Name: "platform"}, Spec: v1alpha1.PodPresetPolicySpec{
+		NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"tier": "platform"}},
+		InitContainers:    v1alpha1.InitContainerPolicy{AllowedImages: []string{"registry.example/platform/"}},
+	}}
+	set, err := policy.NewSet(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := func(name, tier string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"tier": tier}}}
+	}
+	withInit := func(ns string) *v1alpha1.PodPreset {
+		pp := &v1alpha1.PodPreset{ObjectMeta: metav1.ObjectMeta{Name: "setup", Namespace: ns}}
+		pp.Spec.Selector = metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+		pp.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "registry.example/platform/init:1"}}
+		return pp
+	}
+	for name, tc := range map[string]struct {
+		live    client.Reader
+		ns      string
+		refused bool
+	}{
+		"a platform namespace, read from the API server": {live: fake.NewClientBuilder().WithScheme(sch).WithObjects(ns("fresh", "platform")).Build(), ns: "fresh"},
+		"a tenant namespace, read from the API server":   {live: fake.NewClientBuilder().WithScheme(sch).WithObjects(ns("fresh", "tenant")).Build(), ns: "fresh", refused: true},
+		"no API server to ask":                           {ns: "fresh", refused: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := NewStore()
+			s.policies.Store(set)
+			s.cache = fake.NewClientBuilder().WithScheme(sch).Build() // has not seen the namespace
+			s.LiveNamespaces = tc.live
+			var errs field.ErrorList
+			for _, c := range s.Checks() {
+				errs = append(errs, c.Check(withInit(tc.ns))...)
+			}
+			if refused := len(errs) > 0; refused != tc.refused {
+				t.Errorf("refused %v (%v), want %v", refused, errs.ToAggregate(), tc.refused)
+			}
+		})
 	}
 }

@@ -263,8 +263,10 @@ func TestPresetPolicyIsEnforced(t *testing.T) {
 			t.Errorf("the tenant namespace, which no policy selects: %v", err)
 		}
 		// A namespace and its presets applied together (kubectl apply -f
-		// of both): the namespace's labels, which the webhook's cache has
-		// not seen yet, decide, both ways.
+		// of both): the namespace's labels decide, both ways, whether or
+		// not the webhook's cache has seen the namespace yet (here it
+		// mostly has; TestPresetInANamespaceTheCacheHasNotSeen, in
+		// webhook, takes the cache's side away).
 		for i := range 5 {
 			if err := k8s.Create(t.Context(), withInit("setup", namespace(t, map[string]string{"tier": tier}), "registry.example/platform/init:1")); err != nil {
 				t.Errorf("try %d: a preset created right after its platform namespace: %v", i, err)
