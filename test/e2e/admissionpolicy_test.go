@@ -578,14 +578,9 @@ func dryRunWarnings(ctx context.Context, pod *corev1.Pod, ns string) (*corev1.Po
 		p.Namespace = ns
 		if err = c.Create(ctx, p, client.DryRunAll); err == nil {
 			w.mu.Lock()
-			defer w.mu.Unlock()
-			var ours []string
-			for _, m := range w.msgs {
-				if strings.HasPrefix(m, "podpreset: ") {
-					ours = append(ours, m)
-				}
-			}
-			return p, ours, nil
+			msgs := slices.Clone(w.msgs)
+			w.mu.Unlock()
+			return p, slices.DeleteFunc(msgs, func(m string) bool { return !strings.HasPrefix(m, "podpreset: ") }), nil
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
