@@ -74,7 +74,7 @@ test: ## Run every test: unit, handler, golden CLI, fuzz seeds, the alert rules 
 
 .PHONY: test-unit
 test-unit: ## Unit, handler, golden CLI and fuzz-seed tests, with the race detector; they need no server.
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/node -e /test/bench)
+	$(GO) test -race -count=1 -timeout 30m $$($(GO) list ./... | grep -v -e /test/e2e -e /test/node -e /test/bench)
 
 .PHONY: test-helm4
 test-helm4: ## The Helm chart under Helm 4's SDK: lint, and the same objects as Helm 3 (a module of its own, hack/helm4).
