@@ -195,22 +195,16 @@ func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 	var scan []string         // the presets idx cannot find
 	for k, p := range g.presets {
 		c := p.Content()
-		var b strings.Builder
-		if err := selectorCEL(c.Selector, "variables.labels", &b); err != nil {
+		match, err := matchCEL(p)
+		if err != nil {
 			return "", nil, err
-		}
-		if c.NamespaceSelector != nil {
-			b.WriteString(" && ")
-			if err := selectorCEL(c.NamespaceSelector, "variables.nsLabels", &b); err != nil {
-				return "", nil, err
-			}
 		}
 		data, err := presetData(p)
 		if err != nil {
 			return "", nil, fmt.Errorf("%s: %w", p.Ref(), err)
 		}
 		vars = append(vars,
-			admissionregistrationv1.Variable{Name: "m" + strconv.Itoa(k), Expression: b.String()},
+			admissionregistrationv1.Variable{Name: "m" + strconv.Itoa(k), Expression: match},
 			admissionregistrationv1.Variable{Name: "d" + strconv.Itoa(k), Expression: data})
 		if pairs := indexPairs(c.Selector); pairs != nil {
 			for _, kv := range pairs {
@@ -255,20 +249,11 @@ func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 	if g.handOff {
 		var refused []string
 		for _, p := range g.refused {
-			c := p.Content()
-			var b strings.Builder
-			b.WriteString("(")
-			if err := selectorCEL(c.Selector, "variables.labels", &b); err != nil {
+			match, err := matchCEL(p)
+			if err != nil {
 				return "", nil, err
 			}
-			if c.NamespaceSelector != nil {
-				b.WriteString(" && ")
-				if err := selectorCEL(c.NamespaceSelector, "variables.nsLabels", &b); err != nil {
-					return "", nil, err
-				}
-			}
-			b.WriteString(")")
-			refused = append(refused, b.String())
+			refused = append(refused, "("+match+")")
 		}
 		if len(refused) == 0 {
 			refused = []string{"false"}
@@ -292,6 +277,24 @@ func (g *gen) program() (string, []admissionregistrationv1.Variable, error) {
 		return "", nil, fmt.Errorf("%d presets make a policy of %d bytes, over the %d one policy may hold", len(g.presets), total, maxPolicy)
 	}
 	return unbind(expr), vars, nil
+}
+
+// matchCEL is whether preset p matches the pod: its selector on the pod's
+// labels and, for a ClusterPodPreset, its namespaceSelector on the
+// namespace's.
+func matchCEL(p *presets.Preset) (string, error) {
+	c := p.Content()
+	var b strings.Builder
+	if err := selectorCEL(c.Selector, "variables.labels", &b); err != nil {
+		return "", err
+	}
+	if c.NamespaceSelector != nil {
+		b.WriteString(" && ")
+		if err := selectorCEL(c.NamespaceSelector, "variables.nsLabels", &b); err != nil {
+			return "", err
+		}
+	}
+	return b.String(), nil
 }
 
 // pick renders, for a preset index i in [lo, hi), the preset's data in a
