@@ -13,7 +13,12 @@ BIN     := $(CURDIR)/bin
 CONTROLLER_GEN := $(BIN)/controller-gen
 GOLANGCI_LINT  := $(BIN)/golangci-lint
 PROMTOOL       := $(BIN)/promtool
-export GOFLAGS ?= -buildvcs=false
+# No DWARF from the compiler: nothing here reads it (stack traces, race
+# reports and profiles use the symbol table, which stays), and compiling
+# without it costs about 13% less CPU, which a cold make test spends mostly
+# on compiling (measured on etcd's build: 101 s user CPU with, 87 s without).
+# Set GOFLAGS=-buildvcs=false for a debugger's build.
+export GOFLAGS ?= -buildvcs=false -gcflags=all=-dwarf=false
 
 # The image: make image, make image-push IMG=registry/name:tag.
 ARCH      ?= $(shell $(GO) env GOARCH)
