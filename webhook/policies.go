@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -62,7 +63,11 @@ func init() { metrics.Registry.MustRegister(policiesServing) }
 // so they cannot be owned by them (the garbage collector would delete a
 // cluster-scoped object whose owner is namespaced): the controller deletes
 // them, and everything it writes is labelled app.kubernetes.io/managed-by:
-// podpreset.
+// podpreset. What owns them is the install's MutatingWebhookConfiguration
+// (Owner), cluster-scoped like them: uninstalling podpreset (kubectl
+// delete -k, helm uninstall) deletes it, and the garbage collector then
+// deletes every policy and binding, which would otherwise go on applying
+// the presets as they were, with nobody left to keep them in step.
 type PolicyController struct {
 	Client client.Client
 	// Reader reads the policies and bindings, from the cache.
@@ -75,12 +80,20 @@ type PolicyController struct {
 	// Resync is how often the policies are checked without a preset
 	// change (someone edited one); 30 s when 0.
 	Resync time.Duration
+	// Owner names the MutatingWebhookConfiguration that owns the policies
+	// and bindings (--webhook-config-name), read through Reader. When it
+	// does not exist they are written without an owner, and the
+	// controller says so once.
+	Owner string
 	// Off (--admission-mode=webhook) removes every policy an earlier
 	// auto mode left, once: the webhook serves everything, and a policy
 	// left in force would apply presets as they were when it was written.
 	Off bool
 	// refused holds the refusals last logged, so each is logged once.
 	refused map[string]bool
+	// ownerless says the last reconcile wrote without an owner, so that
+	// it is logged once.
+	ownerless bool
 }
 
 // NeedLeaderElection is true: one replica writes the policies.
@@ -164,6 +177,10 @@ func (c *PolicyController) Reconcile(ctx context.Context) (time.Duration, error)
 	}
 	desired, refusals := admissionpolicy.PlanServable(all, exclude...)
 	c.logRefusals(refusals)
+	owner, err := c.owner(ctx)
+	if err != nil {
+		return 0, err
+	}
 	want := map[string]admissionpolicy.Policy{}
 	var errs []error
 	// The API server compiles a policy's CEL as it stores it (a few
@@ -177,7 +194,7 @@ func (c *PolicyController) Reconcile(ctx context.Context) (time.Duration, error)
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if err := c.upsert(ctx, p); err != nil {
+			if err := c.upsert(ctx, p, owner); err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("writing %s: %w", p.Policy.Name, err))
 				mu.Unlock()
@@ -227,21 +244,47 @@ func (c *PolicyController) Reconcile(ctx context.Context) (time.Duration, error)
 	return again, errors.Join(errs...)
 }
 
+// owner is the owner reference every policy and binding carries: the
+// MutatingWebhookConfiguration named Owner, at its current UID; nil when
+// it does not exist (or Owner is empty).
+func (c *PolicyController) owner(ctx context.Context) ([]metav1.OwnerReference, error) {
+	if c.Owner == "" {
+		return nil, nil
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	switch err := c.Reader.Get(ctx, types.NamespacedName{Name: c.Owner}, &mwc); {
+	case apierrors.IsNotFound(err):
+		if !c.ownerless {
+			c.Log.Info("the MutatingWebhookConfiguration that owns the admission policies does not exist: they are written without an owner, and an uninstall will not delete them",
+				"mutatingWebhookConfiguration", c.Owner)
+		}
+		c.ownerless = true
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading MutatingWebhookConfiguration %s, the admission policies' owner: %w", c.Owner, err)
+	}
+	c.ownerless = false
+	return []metav1.OwnerReference{{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(),
+		Kind: "MutatingWebhookConfiguration", Name: mwc.Name, UID: mwc.UID}}, nil
+}
+
 // upsert writes a policy and then its binding, unless they carry the same
-// inputs already.
-func (c *PolicyController) upsert(ctx context.Context, p admissionpolicy.Policy) error {
+// inputs and owner already.
+func (c *PolicyController) upsert(ctx context.Context, p admissionpolicy.Policy, owner []metav1.OwnerReference) error {
 	in := p.Policy.Annotations[admissionpolicy.AnnotationInputs]
 	var pol admissionregistrationv1.MutatingAdmissionPolicy
 	switch err := c.Reader.Get(ctx, types.NamespacedName{Name: p.Policy.Name}, &pol); {
 	case apierrors.IsNotFound(err):
-		if err := client.IgnoreAlreadyExists(c.Client.Create(ctx, p.Policy.DeepCopy())); err != nil {
+		want := p.Policy.DeepCopy()
+		want.OwnerReferences = owner
+		if err := client.IgnoreAlreadyExists(c.Client.Create(ctx, want)); err != nil {
 			return err
 		}
 		c.Log.Info("wrote an admission policy", "policy", p.Policy.Name)
 	case err != nil:
 		return err
-	case pol.Annotations[admissionpolicy.AnnotationInputs] != in:
-		pol.Spec, pol.Labels, pol.Annotations = p.Policy.Spec, p.Policy.Labels, p.Policy.Annotations
+	case pol.Annotations[admissionpolicy.AnnotationInputs] != in || !sameOwners(pol.OwnerReferences, owner):
+		pol.Spec, pol.Labels, pol.Annotations, pol.OwnerReferences = p.Policy.Spec, p.Policy.Labels, p.Policy.Annotations, owner
 		if err := c.Client.Update(ctx, &pol); err != nil {
 			return err
 		}
@@ -250,14 +293,23 @@ func (c *PolicyController) upsert(ctx context.Context, p admissionpolicy.Policy)
 	var b admissionregistrationv1.MutatingAdmissionPolicyBinding
 	switch err := c.Reader.Get(ctx, types.NamespacedName{Name: p.Binding.Name}, &b); {
 	case apierrors.IsNotFound(err):
-		return client.IgnoreAlreadyExists(c.Client.Create(ctx, p.Binding.DeepCopy()))
+		want := p.Binding.DeepCopy()
+		want.OwnerReferences = owner
+		return client.IgnoreAlreadyExists(c.Client.Create(ctx, want))
 	case err != nil:
 		return err
-	case b.Annotations[admissionpolicy.AnnotationInputs] != in:
-		b.Spec, b.Labels, b.Annotations = p.Binding.Spec, p.Binding.Labels, p.Binding.Annotations
+	case b.Annotations[admissionpolicy.AnnotationInputs] != in || !sameOwners(b.OwnerReferences, owner):
+		b.Spec, b.Labels, b.Annotations, b.OwnerReferences = p.Binding.Spec, p.Binding.Labels, p.Binding.Annotations, owner
 		return c.Client.Update(ctx, &b)
 	}
 	return nil
+}
+
+// sameOwners compares owner references by what identifies the owner.
+func sameOwners(a, b []metav1.OwnerReference) bool {
+	return slices.EqualFunc(a, b, func(x, y metav1.OwnerReference) bool {
+		return x.APIVersion == y.APIVersion && x.Kind == y.Kind && x.Name == y.Name && x.UID == y.UID
+	})
 }
 
 // setInputs sets the inputs annotation of a policy and its binding, the

@@ -419,7 +419,7 @@ func (ws *webhookSetup) registerLeader(mgr manager.Manager, opts Options, store 
 		return fmt.Errorf("setting up the preset status controller: %w", err)
 	}
 	policies := &webhook.PolicyController{Client: mgr.GetClient(), Reader: mgr.GetCache(), Store: store, OwnNamespace: opts.Namespace,
-		Log: mgr.GetLogger().WithName("admission-policies"), Off: opts.AdmissionMode != webhook.ModeAuto}
+		Owner: opts.WebhookConfigName, Log: mgr.GetLogger().WithName("admission-policies"), Off: opts.AdmissionMode != webhook.ModeAuto}
 	if err := mgr.Add(policies); err != nil {
 		return fmt.Errorf("adding the admission policy controller: %w", err)
 	}

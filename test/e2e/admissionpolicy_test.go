@@ -16,13 +16,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podpreset/podpreset/presets"
 	"github.com/podpreset/podpreset/presets/admissionpolicy"
 	"github.com/podpreset/podpreset/presets/policy"
 	"github.com/podpreset/podpreset/presets/v1alpha1"
+	"github.com/podpreset/podpreset/test/cluster"
 )
 
 // policyCase is one differential case: presets and a pod.
@@ -40,8 +40,10 @@ type policyCase struct {
 // leaves that namespace's pods to the API server (counted as "policy")
 // while they still get their presets, a change to a preset reaches pods
 // through the rewritten policy, a deleted preset's policy is retired and
-// deleted, and a namespace whose preset takes a value from Consul stays
-// with the webhook.
+// deleted, a namespace whose preset takes a value from Consul stays
+// with the webhook, webhook mode removes the policies, and an uninstall
+// (the webhook stopped, its MutatingWebhookConfiguration deleted) leaves
+// none: they are owned by that configuration.
 func TestAdmissionModeAuto(t *testing.T) {
 	ctx := t.Context()
 	if err := cp.StopWebhook(); err != nil {
@@ -203,6 +205,73 @@ func TestAdmissionModeAuto(t *testing.T) {
 	})
 	if got := levelIn(plain); got != "3|PodPreset/again@1" {
 		t.Errorf("in webhook mode again a pod got %q", got)
+	}
+
+	// Uninstalling from auto mode: the policies and bindings are owned by
+	// the MutatingWebhookConfiguration (--webhook-config-name), which an
+	// uninstall deletes with the Deployment; the garbage collector then
+	// deletes them, and nothing applies the presets any more.
+	if err := cp.StopWebhook(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.StartWebhook(ctx, webhookBin, &webhookLog, append(slices.Clone(webhookArgs), "--admission-mode=auto")...); err != nil {
+		t.Fatal(err)
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := k8s.Get(ctx, client.ObjectKey{Name: cluster.WebhookConfigName}, &mwc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, func() error {
+		pol, err := policyOf(policyName)
+		if err != nil {
+			return err
+		}
+		var b admissionregistrationv1.MutatingAdmissionPolicyBinding
+		if err := k8s.Get(ctx, client.ObjectKey{Name: policyName}, &b); err != nil {
+			return err
+		}
+		for _, o := range []client.Object{pol, &b} {
+			refs := o.GetOwnerReferences()
+			if len(refs) != 1 || refs[0].APIVersion != "admissionregistration.k8s.io/v1" || refs[0].Kind != "MutatingWebhookConfiguration" ||
+				refs[0].Name != mwc.Name || refs[0].UID != mwc.UID {
+				return fmt.Errorf("%T %s is owned by %+v, want MutatingWebhookConfiguration %s (uid %s)", o, o.GetName(), refs, mwc.Name, mwc.UID)
+			}
+		}
+		if got := levelIn(plain); got != "3|PodPreset/again@1" {
+			return fmt.Errorf("in auto mode again a pod got %q", got)
+		}
+		return nil
+	})
+	if err := cp.StopWebhook(); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(ctx, &mwc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // before the webhook restarts (cleanups run last first)
+		back := &admissionregistrationv1.MutatingWebhookConfiguration{
+			ObjectMeta: metav1.ObjectMeta{Name: mwc.Name, Labels: mwc.Labels, Annotations: mwc.Annotations}, Webhooks: mwc.Webhooks}
+		if err := k8s.Create(context.Background(), back); err != nil {
+			t.Errorf("putting MutatingWebhookConfiguration %s back: %v", mwc.Name, err)
+		}
+	})
+	eventually(t, time.Minute, func() error {
+		managed := client.MatchingLabels{admissionpolicy.LabelManagedBy: admissionpolicy.ManagedBy}
+		var policies admissionregistrationv1.MutatingAdmissionPolicyList
+		var bindings admissionregistrationv1.MutatingAdmissionPolicyBindingList
+		if err := k8s.List(ctx, &policies, managed); err != nil {
+			return err
+		}
+		if err := k8s.List(ctx, &bindings, managed); err != nil {
+			return err
+		}
+		if n, m := len(policies.Items), len(bindings.Items); n+m > 0 {
+			return fmt.Errorf("%d policies and %d bindings left after the uninstall", n, m)
+		}
+		return nil
+	})
+	if got := levelIn(plain); got != "|" {
+		t.Errorf("after the uninstall a pod got %q", got)
 	}
 }
 
@@ -563,24 +632,16 @@ func normalise(pods ...*corev1.Pod) {
 // dryRunWarnings is dryRun, with the podpreset warnings the API server
 // sent back.
 func dryRunWarnings(ctx context.Context, pod *corev1.Pod, ns string) (*corev1.Pod, []string, error) {
-	w := &warnings{}
-	cfg := rest.CopyConfig(cp.Config)
-	cfg.WarningHandler = w
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	c, w, err := warningClient()
 	if err != nil {
 		return nil, nil, err
 	}
 	for range 3 {
-		w.mu.Lock()
-		w.msgs = nil
-		w.mu.Unlock()
+		w.take()
 		p := pod.DeepCopy()
 		p.Namespace = ns
 		if err = c.Create(ctx, p, client.DryRunAll); err == nil {
-			w.mu.Lock()
-			msgs := slices.Clone(w.msgs)
-			w.mu.Unlock()
-			return p, slices.DeleteFunc(msgs, func(m string) bool { return !strings.HasPrefix(m, "podpreset: ") }), nil
+			return p, slices.DeleteFunc(w.take(), func(m string) bool { return !strings.HasPrefix(m, "podpreset: ") }), nil
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/podpreset/podpreset/presets"
@@ -27,19 +26,14 @@ import (
 // server sent back (the webhook's).
 func createWithWarnings(t *testing.T, obj client.Object) []string {
 	t.Helper()
-	w := &warnings{}
-	cfg := rest.CopyConfig(cp.Config)
-	cfg.WarningHandler = w
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	c, w, err := warningClient()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Create(t.Context(), obj); err != nil {
 		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return slices.Clone(w.msgs)
+	return w.take()
 }
 
 // whileWebhookIsDown runs f with the webhook stopped (and with it the

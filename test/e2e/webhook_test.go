@@ -166,16 +166,32 @@ func (w *warnings) HandleWarningHeader(_ int, _ string, msg string) {
 	w.msgs = append(w.msgs, msg)
 }
 
+// take returns the warnings received so far and forgets them.
+func (w *warnings) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	msgs := w.msgs
+	w.msgs = nil
+	return msgs
+}
+
+// warningClient is a client of the test control plane that keeps the
+// warnings the API server sends back (the webhook's, among others).
+func warningClient() (client.Client, *warnings, error) {
+	w := &warnings{}
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.WarningHandler = w
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	return c, w, err
+}
+
 func TestConflictIsAWarningAndThePodWins(t *testing.T) {
 	ns := namespace(t, nil)
 	labels := map[string]string{"app": "web"}
 	createPreset(t, podPreset("defaults", ns, labels, env("LOG_LEVEL", "info"), env("REGION", "eu")))
 	waitForPreset(t, ns, labels, "PodPreset/defaults@1")
 
-	w := &warnings{}
-	cfg := rest.CopyConfig(cp.Config)
-	cfg.WarningHandler = w
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	c, w, err := warningClient()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +204,7 @@ func TestConflictIsAWarningAndThePodWins(t *testing.T) {
 		t.Errorf("env %v, want the pod's LOG_LEVEL=debug and the preset's REGION=eu", got)
 	}
 	want := `podpreset: PodPreset/defaults@1: spec.containers[name=app].env[name=LOG_LEVEL]: kept {"name":"LOG_LEVEL","value":"debug"} (the pod's own), dropped {"name":"LOG_LEVEL","value":"info"}`
-	if diff := cmp.Diff([]string{want}, w.msgs); diff != "" {
+	if diff := cmp.Diff([]string{want}, w.take()); diff != "" {
 		t.Errorf("warnings (-want +got):\n%s", diff)
 	}
 }
