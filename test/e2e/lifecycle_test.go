@@ -193,11 +193,16 @@ func TestMissedPodsAreCountedAndRolledOut(t *testing.T) {
 		}
 		return nil
 	})
-	evs := eventsAbout(t, ns, "Deployment", "web")
-	if len(evs) != 1 || evs[0].Reason != "PodPresetRollout" || !strings.Contains(evs[0].Note, "restarted for PodPreset "+ns+"/web") ||
-		!strings.Contains(evs[0].Note, "2 missed") || evs[0].Related == nil || evs[0].Related.Name != "web" {
-		t.Errorf("events on the Deployment: %+v", evs)
-	}
+	// The Event follows the restart: the recorder sends it on its own
+	// goroutine (a cold run read the events in between and found none).
+	eventually(t, 15*time.Second, func() error {
+		evs := eventsAbout(t, ns, "Deployment", "web")
+		if len(evs) != 1 || evs[0].Reason != "PodPresetRollout" || !strings.Contains(evs[0].Note, "restarted for PodPreset "+ns+"/web") ||
+			!strings.Contains(evs[0].Note, "2 missed") || evs[0].Related == nil || evs[0].Related.Name != "web" {
+			return fmt.Errorf("events on the Deployment: %+v", evs)
+		}
+		return nil
+	})
 	// Its new pods have the preset; what cannot be restarted is still
 	// missed; the pod from before the preset is predating.
 	podsCount(t, pp, v1alpha1.PodCounts{Applied: 2, Missed: 2, Predating: 1}, 60*time.Second)
