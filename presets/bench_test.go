@@ -30,23 +30,28 @@ func benchPresets(n int) []*Preset {
 
 var benchSizes = []int{10, 1000, 10000}
 
+// benchEngine runs body as a sub-benchmark per size in benchSizes, with
+// the benchmark pod and that many presets, 5 of which match it.
+func benchEngine(b *testing.B, body func(b *testing.B, set *Set, pod *corev1.Pod, ns Namespace)) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("presets=%d", n), func(b *testing.B) {
+			body(b, NewSet(benchPresets(n)...), benchPod(), Namespace{Name: "bench"})
+		})
+	}
+}
+
 // BenchmarkApply is the whole per-request path, from a decoded pod to the
 // mutated pod: copy, match, merge, annotate.
 func BenchmarkApply(b *testing.B) {
-	for _, n := range benchSizes {
-		b.Run(fmt.Sprintf("presets=%d", n), func(b *testing.B) {
-			set := NewSet(benchPresets(n)...)
-			pod := benchPod()
-			ns := Namespace{Name: "bench"}
-			if res := Apply(pod, ns, set); len(res.Applied) != 5 || len(res.Conflicts) != 0 {
-				b.Fatalf("applied %d presets with %d conflicts, want 5 and 0", len(res.Applied), len(res.Conflicts))
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				Apply(pod, ns, set)
-			}
-		})
-	}
+	benchEngine(b, func(b *testing.B, set *Set, pod *corev1.Pod, ns Namespace) {
+		if res := Apply(pod, ns, set); len(res.Applied) != 5 || len(res.Conflicts) != 0 {
+			b.Fatalf("applied %d presets with %d conflicts, want 5 and 0", len(res.Applied), len(res.Conflicts))
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			Apply(pod, ns, set)
+		}
+	})
 }
 
 // BenchmarkMergePatch is the engine as the webhook runs it: Select on the
@@ -54,22 +59,17 @@ func BenchmarkApply(b *testing.B) {
 // for this pod) straight from the merge into a reused buffer, without
 // building the merged pod that Apply returns (the CLI's path).
 func BenchmarkMergePatch(b *testing.B) {
-	for _, n := range benchSizes {
-		b.Run(fmt.Sprintf("presets=%d", n), func(b *testing.B) {
-			set := NewSet(benchPresets(n)...)
-			pod := benchPod()
-			ns := Namespace{Name: "bench"}
-			buf := make([]byte, 0, 64<<10)
-			b.ReportAllocs()
-			for b.Loop() {
-				matched, _ := Select(pod, ns, set)
-				res, out, err := AppendMergePatch(buf, pod, ns, matched, nil)
-				if err != nil || len(out) == 0 || len(res.Applied) != 5 {
-					b.Fatalf("applied %d presets, a patch of %d bytes: %v", len(res.Applied), len(out), err)
-				}
+	benchEngine(b, func(b *testing.B, set *Set, pod *corev1.Pod, ns Namespace) {
+		buf := make([]byte, 0, 64<<10)
+		b.ReportAllocs()
+		for b.Loop() {
+			matched, _ := Select(pod, ns, set)
+			res, out, err := AppendMergePatch(buf, pod, ns, matched, nil)
+			if err != nil || len(out) == 0 || len(res.Applied) != 5 {
+				b.Fatalf("applied %d presets, a patch of %d bytes: %v", len(res.Applied), len(out), err)
 			}
-		})
-	}
+		}
+	})
 }
 
 // BenchmarkNewSet is what the webhook pays when presets change: compiling
