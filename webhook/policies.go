@@ -81,9 +81,11 @@ type PolicyController struct {
 	// change (someone edited one); 30 s when 0.
 	Resync time.Duration
 	// Owner names the MutatingWebhookConfiguration that owns the policies
-	// and bindings (--webhook-config-name), read through Reader. When it
-	// does not exist they are written without an owner, and the
-	// controller says so once.
+	// and bindings (--webhook-config-name), read through Reader. While it
+	// does not exist no policy is written and those there are retired
+	// (the webhook serves every namespace): an uninstall deletes it first
+	// or at the same time as the leader, and a policy written then, or
+	// stripped of its owner, would outlive the uninstall.
 	Owner string
 	// Off (--admission-mode=webhook) removes every policy an earlier
 	// auto mode left, once: the webhook serves everything, and a policy
@@ -91,8 +93,8 @@ type PolicyController struct {
 	Off bool
 	// refused holds the refusals last logged, so each is logged once.
 	refused map[string]bool
-	// ownerless says the last reconcile wrote without an owner, so that
-	// it is logged once.
+	// ownerless says the last reconcile found no owner, so that it is
+	// logged once.
 	ownerless bool
 }
 
@@ -181,6 +183,9 @@ func (c *PolicyController) Reconcile(ctx context.Context) (time.Duration, error)
 	if err != nil {
 		return 0, err
 	}
+	if owner == nil && c.Owner != "" {
+		desired = nil
+	}
 	want := map[string]admissionpolicy.Policy{}
 	var errs []error
 	// The API server compiles a policy's CEL as it stores it (a few
@@ -246,7 +251,7 @@ func (c *PolicyController) Reconcile(ctx context.Context) (time.Duration, error)
 
 // owner is the owner reference every policy and binding carries: the
 // MutatingWebhookConfiguration named Owner, at its current UID; nil when
-// it does not exist (or Owner is empty).
+// it does not exist (or Owner is empty: then policies have no owner).
 func (c *PolicyController) owner(ctx context.Context) ([]metav1.OwnerReference, error) {
 	if c.Owner == "" {
 		return nil, nil
@@ -255,7 +260,7 @@ func (c *PolicyController) owner(ctx context.Context) ([]metav1.OwnerReference, 
 	switch err := c.Reader.Get(ctx, types.NamespacedName{Name: c.Owner}, &mwc); {
 	case apierrors.IsNotFound(err):
 		if !c.ownerless {
-			c.Log.Info("the MutatingWebhookConfiguration that owns the admission policies does not exist: they are written without an owner, and an uninstall will not delete them",
+			c.Log.Info("the MutatingWebhookConfiguration that owns the admission policies does not exist: no policy is written, those there are retired, and the webhook serves every namespace",
 				"mutatingWebhookConfiguration", c.Owner)
 		}
 		c.ownerless = true
