@@ -165,6 +165,8 @@ type target struct {
 	// containers; -1 for an injected init container.
 	index     int
 	isInitCtr bool
+	// shares is which earlier targets' final lists finish gives this one.
+	shares sharing
 }
 
 // path renders where the container is for a field path:
@@ -670,25 +672,45 @@ func (m *merger) recordSourcesHash(presets []*Preset) {
 // finish writes what the presets added into the working copy, each kind
 // of list allocated once for every container at its final size. Injected
 // entries are copied shallowly: their pointers are the compiled presets'.
+// Containers whose final list of a kind comes out the same (the same own
+// entries and the same injected ones, as when presets inject envFrom or
+// mounts into containers that have none or the same) share one list, so
+// a merged pod costs the collector only its distinct lists.
 func (m *merger) finish() *corev1.Pod {
 	pod := m.pod
 	var n struct{ env, envFrom, mounts int }
 	for k := range m.targets {
 		t := &m.targets[k]
+		t.shares = sharing{}
+		earlier := m.targets[max(0, k-maxShareLookback):k]
 		if len(t.env) > 0 {
-			n.env += len(t.env) + len(t.c.Env)
+			if t.shares.env = sharedList(earlier, t.c.Env, t.env, equal, func(o *target) ([]corev1.EnvVar, []pending[corev1.EnvVar], bool) {
+				return o.c.Env, o.env, o.shares.env == 0
+			}); t.shares.env == 0 {
+				n.env += len(t.env) + len(t.c.Env)
+			}
 		}
 		if len(t.envFrom) > 0 {
-			n.envFrom += len(t.envFrom) + len(t.c.EnvFrom)
+			if t.shares.envFrom = sharedList(earlier, t.c.EnvFrom, t.envFrom, equal, func(o *target) ([]corev1.EnvFromSource, []pending[corev1.EnvFromSource], bool) {
+				return o.c.EnvFrom, o.envFrom, o.shares.envFrom == 0
+			}); t.shares.envFrom == 0 {
+				n.envFrom += len(t.envFrom) + len(t.c.EnvFrom)
+			}
 		}
 		if len(t.mounts) > 0 {
-			n.mounts += len(t.mounts) + len(t.c.VolumeMounts)
+			if t.shares.mounts = sharedList(earlier, t.c.VolumeMounts, t.mounts, sameMount, func(o *target) ([]corev1.VolumeMount, []pending[corev1.VolumeMount], bool) {
+				return o.c.VolumeMounts, o.mounts, o.shares.mounts == 0
+			}); t.shares.mounts == 0 {
+				n.mounts += len(t.mounts) + len(t.c.VolumeMounts)
+			}
 		}
+		// Offsets into earlier are relative; make them the target's index.
+		t.shares.rebase(k - len(earlier))
 	}
 	bufs := &lists{make([]corev1.EnvVar, 0, n.env), make([]corev1.EnvFromSource, 0, n.envFrom), make([]corev1.VolumeMount, 0, n.mounts)}
 	for k := range m.targets {
 		t := &m.targets[k]
-		t.fill(t.c, bufs)
+		t.fill(t.c, bufs, m.targets)
 	}
 	if len(m.inits) > 0 {
 		inits := make([]corev1.Container, 0, len(m.inits)+len(pod.Spec.InitContainers))
@@ -729,17 +751,96 @@ type lists struct {
 }
 
 // fill gives c the lists it has once the presets' additions to t are in,
-// cut from bufs.
-func (t *target) fill(c *corev1.Container, bufs *lists) {
-	if len(t.env) > 0 {
+// cut from bufs, or the earlier target's list that t shares (already
+// filled: targets are filled in order).
+func (t *target) fill(c *corev1.Container, bufs *lists, targets []target) {
+	switch {
+	case t.shares.env > 0:
+		c.Env = targets[t.shares.env-1].c.Env
+	case len(t.env) > 0:
 		c.Env, bufs.env = place(bufs.env, t.env, c.Env, true)
 	}
-	if len(t.envFrom) > 0 {
+	switch {
+	case t.shares.envFrom > 0:
+		c.EnvFrom = targets[t.shares.envFrom-1].c.EnvFrom
+	case len(t.envFrom) > 0:
 		c.EnvFrom, bufs.envFrom = place(bufs.envFrom, t.envFrom, c.EnvFrom, true)
 	}
-	if len(t.mounts) > 0 {
+	switch {
+	case t.shares.mounts > 0:
+		c.VolumeMounts = targets[t.shares.mounts-1].c.VolumeMounts
+	case len(t.mounts) > 0:
 		c.VolumeMounts, bufs.mounts = place(bufs.mounts, t.mounts, c.VolumeMounts, false)
 	}
+}
+
+// maxShareLookback bounds how many earlier targets finish compares a
+// target's lists with, so that a pod of many containers costs linear
+// time.
+const maxShareLookback = 8
+
+// sharing says, per kind of list, which earlier target's final list a
+// target reuses: its index plus one; zero for none.
+type sharing struct{ env, envFrom, mounts int }
+
+// rebase turns indices into a window of targets starting at base into
+// indices into all targets.
+func (s *sharing) rebase(base int) {
+	for _, v := range []*int{&s.env, &s.envFrom, &s.mounts} {
+		if *v > 0 {
+			*v += base
+		}
+	}
+}
+
+// sharedList returns the position plus one, in earlier, of a target whose
+// final list of a kind will be the one this target gets: the same own
+// entries (equal by eq: values equal, pointers inside them identical) and the same
+// injected entries in the same order; zero when there is none. lists gives
+// an earlier target's own entries and additions of the kind, and whether
+// that target fills a list of its own (only those are compared: the
+// others share one of them). Earlier targets are not filled yet.
+func sharedList[T any](earlier []target, own []T, added []pending[T], eq func(a, b *T) bool, lists func(*target) ([]T, []pending[T], bool)) int {
+	for j := range earlier {
+		oOwn, oAdded, filled := lists(&earlier[j])
+		if !filled || len(oAdded) != len(added) || len(oOwn) != len(own) {
+			continue
+		}
+		if !ownEqual(oOwn, own, eq) {
+			continue
+		}
+		same := true
+		for i := range added {
+			if added[i].v != oAdded[i].v {
+				same = false
+				break
+			}
+		}
+		if same {
+			return j + 1
+		}
+	}
+	return 0
+}
+
+func ownEqual[T any](a, b []T, eq func(a, b *T) bool) bool {
+	for i := range a {
+		if !eq(&a[i], &b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func equal[T comparable](a, b *T) bool { return *a == *b }
+
+// sameMount is == on volume mounts, which Go does not define for them
+// (bindMountOptions is a list); TestSameMountKnowsEveryField fails when
+// the type gains a field this does not compare.
+func sameMount(a, b *corev1.VolumeMount) bool {
+	return a.Name == b.Name && a.ReadOnly == b.ReadOnly && a.RecursiveReadOnly == b.RecursiveReadOnly &&
+		a.MountPath == b.MountPath && a.SubPath == b.SubPath && a.MountPropagation == b.MountPropagation &&
+		a.SubPathExpr == b.SubPathExpr && slices.Equal(a.BindMountOptions, b.BindMountOptions)
 }
 
 // place writes a container's (or the pod's) final list at the end of

@@ -281,7 +281,7 @@ func (m *merger) writePatch(dst []byte, pod *corev1.Pod, own OwnLists) ([]byte, 
 		for k := range m.targets {
 			if t := &m.targets[k]; t.index < 0 {
 				c := *t.c
-				t.fill(&c, &lists{})
+				t.fill(&c, &lists{}, nil)
 				inits = append(inits, c)
 			}
 		}
