@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"unsafe"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -77,35 +78,80 @@ func BenchmarkApplyFloor(b *testing.B) {
 }
 
 // buildLike builds a pod equal to merged from pod, allocating as Apply's
-// finish does.
+// finish does: containers that share a list in merged share one here.
 func buildLike(pod, merged *corev1.Pod) *corev1.Pod {
 	out := new(corev1.Pod)
 	*out = *pod
 	out.Spec.InitContainers = slices.Clone(pod.Spec.InitContainers)
 	out.Spec.Containers = slices.Clone(pod.Spec.Containers)
+	inits := len(pod.Spec.InitContainers)
+	nCtrs := inits + len(pod.Spec.Containers)
+	at := func(p *corev1.Pod, i int) *corev1.Container {
+		if i < inits {
+			return &p.Spec.InitContainers[i]
+		}
+		return &p.Spec.Containers[i-inits]
+	}
+	// sharedWith returns the earlier container whose list (by of) is
+	// container i's in merged, or -1.
+	sharedWith := func(i int, of func(*corev1.Container) unsafe.Pointer) int {
+		if of(at(merged, i)) == nil {
+			return -1
+		}
+		for j := range i {
+			if of(at(merged, j)) == of(at(merged, i)) {
+				return j
+			}
+		}
+		return -1
+	}
 	var n struct{ env, envFrom, mounts int }
-	for _, ctrs := range [][]corev1.Container{merged.Spec.InitContainers, merged.Spec.Containers} {
-		for i := range ctrs {
-			n.env += len(ctrs[i].Env)
-			n.envFrom += len(ctrs[i].EnvFrom)
-			n.mounts += len(ctrs[i].VolumeMounts)
+	for i := range nCtrs {
+		c := at(merged, i)
+		if sharedWith(i, envOfC) < 0 {
+			n.env += len(c.Env)
+		}
+		if sharedWith(i, envFromOfC) < 0 {
+			n.envFrom += len(c.EnvFrom)
+		}
+		if sharedWith(i, mountsOfC) < 0 {
+			n.mounts += len(c.VolumeMounts)
 		}
 	}
 	env := make([]corev1.EnvVar, 0, n.env)
 	envFrom := make([]corev1.EnvFromSource, 0, n.envFrom)
 	mounts := make([]corev1.VolumeMount, 0, n.mounts)
-	fill := func(ctrs, from []corev1.Container) {
-		for i := range ctrs {
-			ctrs[i].Env, env = cut(env, from[i].Env)
-			ctrs[i].EnvFrom, envFrom = cut(envFrom, from[i].EnvFrom)
-			ctrs[i].VolumeMounts, mounts = cut(mounts, from[i].VolumeMounts)
+	for i := range nCtrs {
+		c, from := at(out, i), at(merged, i)
+		if j := sharedWith(i, envOfC); j >= 0 {
+			c.Env = at(out, j).Env
+		} else {
+			c.Env, env = cut(env, from.Env)
+		}
+		if j := sharedWith(i, envFromOfC); j >= 0 {
+			c.EnvFrom = at(out, j).EnvFrom
+		} else {
+			c.EnvFrom, envFrom = cut(envFrom, from.EnvFrom)
+		}
+		if j := sharedWith(i, mountsOfC); j >= 0 {
+			c.VolumeMounts = at(out, j).VolumeMounts
+		} else {
+			c.VolumeMounts, mounts = cut(mounts, from.VolumeMounts)
 		}
 	}
-	fill(out.Spec.InitContainers, merged.Spec.InitContainers)
-	fill(out.Spec.Containers, merged.Spec.Containers)
 	out.Spec.Volumes = slices.Clone(merged.Spec.Volumes)
 	out.Annotations = maps.Clone(merged.Annotations)
 	return out
+}
+
+// envOfC, envFromOfC and mountsOfC give a container's list's array, for
+// telling which lists are one.
+func envOfC(c *corev1.Container) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(c.Env)) }
+func envFromOfC(c *corev1.Container) unsafe.Pointer {
+	return unsafe.Pointer(unsafe.SliceData(c.EnvFrom))
+}
+func mountsOfC(c *corev1.Container) unsafe.Pointer {
+	return unsafe.Pointer(unsafe.SliceData(c.VolumeMounts))
 }
 
 // cut appends entries to buf and returns them as a list of their own
