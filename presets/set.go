@@ -98,6 +98,12 @@ func newIndex(presets []*Preset) *index {
 			values[lp.value] = append(values[lp.value], p)
 		}
 	}
+	for _, values := range ix.byLabel {
+		for _, ps := range values {
+			slices.SortFunc(ps, byName)
+		}
+	}
+	slices.SortFunc(ix.scan, byName)
 	return ix
 }
 
@@ -106,37 +112,49 @@ func newIndex(presets []*Preset) *index {
 // preset is listed under at most one value per key, and a pod has one value
 // per key, so nothing is found twice.
 func (ix *index) match(out []*Preset, podLabels, nsLabels labels.Set) []*Preset {
+	if ix == nil {
+		return out
+	}
 	start := len(out)
-	ix.candidates(podLabels, func(p *Preset) {
-		if p.selector.Matches(podLabels) && (p.nsSelector == nil || p.nsSelector.Matches(nsLabels)) {
-			if out == nil {
-				out = make([]*Preset, 0, 8) // one allocation for the usual few
+	try := func(ps []*Preset) {
+		for _, p := range ps {
+			if p.selector.Matches(podLabels) && (p.nsSelector == nil || p.nsSelector.Matches(nsLabels)) {
+				if out == nil {
+					out = make([]*Preset, 0, 8) // one allocation for the usual few
+				}
+				out = append(out, p)
 			}
-			out = append(out, p)
 		}
-	})
-	slices.SortFunc(out[start:], func(a, b *Preset) int { return strings.Compare(a.ref.Name, b.ref.Name) })
+	}
+	ix.candidates(podLabels, try)
+	// Each list is in name order (newIndex): presets found in one need no
+	// sorting.
+	if found := out[start:]; !slices.IsSortedFunc(found, byName) {
+		slices.SortFunc(found, byName)
+	}
 	return out
 }
 
-// candidates calls try with every preset that may match the pod labels:
-// those indexed under one of the labels, and those with no equality
-// requirement.
-func (ix *index) candidates(podLabels labels.Set, try func(*Preset)) {
-	if ix == nil {
-		return
-	}
-	if len(ix.byLabel) > 0 {
-		for k, v := range podLabels {
-			for _, p := range ix.byLabel[k][v] {
-				try(p)
+// candidates calls try with every list of presets that may match the pod
+// labels: those indexed under one of the labels, and those with no
+// equality requirement. It walks whichever is shorter, the pod's labels or
+// the keys presets are indexed by.
+func (ix *index) candidates(podLabels labels.Set, try func([]*Preset)) {
+	if len(ix.byLabel) <= len(podLabels) {
+		for k, values := range ix.byLabel {
+			if v, ok := podLabels[k]; ok {
+				try(values[v])
 			}
 		}
+	} else {
+		for k, v := range podLabels {
+			try(ix.byLabel[k][v])
+		}
 	}
-	for _, p := range ix.scan {
-		try(p)
-	}
+	try(ix.scan)
 }
+
+func byName(a, b *Preset) int { return strings.Compare(a.ref.Name, b.ref.Name) }
 
 // Match returns the presets that apply to a pod with these labels in this
 // namespace, in application order: PodPresets of the namespace by name, then

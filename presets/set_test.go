@@ -63,7 +63,7 @@ func TestMatchSelectors(t *testing.T) {
 	set := mustSet(t, objs...)
 	var all []*Preset
 	for _, ix := range []*index{set.namespaced["default"], set.cluster} {
-		ix.candidates(nil, func(p *Preset) { all = append(all, p) })
+		ix.candidates(nil, func(ps []*Preset) { all = append(all, ps...) })
 		for _, byValue := range ix.byLabel {
 			for _, ps := range byValue {
 				all = append(all, ps...)
@@ -162,7 +162,7 @@ func TestMatchLooksOnlyAtCandidates(t *testing.T) {
 	set := NewSet(benchPresets(10000)...)
 	pod := benchPod()
 	tried := 0
-	set.namespaced["bench"].candidates(pod.Labels, func(*Preset) { tried++ })
+	set.namespaced["bench"].candidates(pod.Labels, func(ps []*Preset) { tried += len(ps) })
 	if tried != 5 {
 		t.Errorf("tried %d presets for a pod 5 presets select, want 5", tried)
 	}
