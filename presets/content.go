@@ -33,7 +33,7 @@ type Content struct {
 // Content returns what the preset selects and injects.
 func (p *Preset) Content() Content {
 	c := Content{
-		Selector: p.selector, NamespaceSelector: p.nsSelector, Containers: p.containers,
+		Selector: p.selector.labels(), NamespaceSelector: p.nsSelector, Containers: p.containers,
 		Env: p.env, EnvFrom: p.envFrom, Volumes: p.volumes, VolumeMounts: p.mounts,
 		InitContainers: p.inits, ImagePullSecrets: p.pullSecrets,
 		Sourced: p.sourced, Foreign: len(p.foreign) > 0,

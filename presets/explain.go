@@ -113,7 +113,7 @@ func Explain(pod *corev1.Pod, ns Namespace, all []*Preset, inCluster bool) Expla
 			e.Why = []string{"the pod is left alone: " + string(ex.Skipped)}
 		case slices.Contains(matched, p):
 			e.Selects = true
-			e.Why = []string{"spec.selector " + selectorString(p.selector) + " matches the pod's labels"}
+			e.Why = []string{"spec.selector " + selectorString(p.selector.labels()) + " matches the pod's labels"}
 			if p.nsSelector != nil {
 				e.Why = append(e.Why, "spec.namespaceSelector "+selectorString(p.nsSelector)+" matches namespace "+ns.Name)
 			}
@@ -135,7 +135,7 @@ func Explain(pod *corev1.Pod, ns Namespace, all []*Preset, inCluster bool) Expla
 				e.State, e.GotGeneration, e.ContentGeneration = v.State, v.Got, v.Current
 			}
 		default:
-			e.Why = failures("spec.selector", p.selector, pod.Labels, "the pod")
+			e.Why = failures("spec.selector", p.selector.labels(), pod.Labels, "the pod")
 			if p.nsSelector != nil {
 				e.Why = append(e.Why, failures("spec.namespaceSelector", p.nsSelector, ns.Labels, "namespace "+ns.Name)...)
 			}

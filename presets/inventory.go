@@ -131,9 +131,15 @@ func podOf(m PodMeta) *corev1.Pod {
 // ContentHash identifies what a preset injects: its spec without rollout,
 // which is how podpreset treats pods, not what they get.
 func ContentHash(spec *v1alpha1.PodPresetSpec) string {
+	h := contentSum(spec)
+	return hex.EncodeToString(h[:])
+}
+
+// contentSum is ContentHash before it is rendered.
+func contentSum(spec *v1alpha1.PodPresetSpec) [16]byte {
 	s := *spec
 	s.Rollout = nil
 	b, _ := json.Marshal(&s) // a spec always marshals
 	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:16])
+	return [16]byte(h[:16])
 }

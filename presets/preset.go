@@ -1,6 +1,7 @@
 package presets
 
 import (
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strconv"
@@ -36,7 +37,7 @@ func (r Ref) String() string {
 // injected values converted to core types, ready for Apply. It is immutable.
 type Preset struct {
 	ref         Ref
-	selector    labels.Selector
+	selector    selector
 	nsSelector  labels.Selector // nil for a PodPreset
 	containers  []string        // nil: every container
 	env         []corev1.EnvVar
@@ -70,14 +71,15 @@ type Preset struct {
 	// its minInterval, defaulted.
 	rollout         v1alpha1.RolloutPolicy
 	rolloutInterval time.Duration
-	// contentHash is ContentHash of the spec.
-	contentHash string
+	// contentSum is ContentHash of the spec, not rendered: a compiled
+	// preset holds no string it does not need.
+	contentSum [16]byte
 	// encoded holds the injected entries as JSON, for Patch.
 	encoded encodedCache
 }
 
 // ContentHash returns ContentHash of the preset's spec.
-func (p *Preset) ContentHash() string { return p.contentHash }
+func (p *Preset) ContentHash() string { return hex.EncodeToString(p.contentSum[:]) }
 
 // Rollout returns the preset's rollout policy and the least time between
 // two restarts it asks for.
@@ -117,7 +119,7 @@ func (p *Preset) Ref() Ref { return p.ref }
 // compile converts a spec; Consul and Vault sources become references to
 // the objects the sources controller materialises them into.
 func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector, status *v1alpha1.PodPresetStatus) (*Preset, error) {
-	sel, err := metav1.LabelSelectorAsSelector(&spec.Selector)
+	sel, err := compileSelector(&spec.Selector)
 	if err != nil {
 		return nil, fmt.Errorf("compiling %s: spec.selector: %w", ref, err)
 	}
@@ -160,7 +162,7 @@ func compile(ref Ref, spec *v1alpha1.PodPresetSpec, nsSel *metav1.LabelSelector,
 	if g := status.ContentGeneration; g > 0 && g <= ref.Generation {
 		p.contentGeneration = g
 	}
-	p.contentHash = ContentHash(spec)
+	p.contentSum = contentSum(spec)
 	p.rollout, p.rolloutInterval = v1alpha1.RolloutNever, DefaultRolloutInterval
 	if r := spec.Rollout; r != nil {
 		if r.Policy != "" {
@@ -221,7 +223,14 @@ func (p *Preset) targets(container string) bool {
 // per equality (=, ==, in) requirement of its selector. A pod can only match
 // when it has one of the pairs of each set, so one set is enough to index by.
 func (p *Preset) anchors() [][]labelPair {
-	reqs, _ := p.selector.Requirements()
+	if p.selector.full == nil {
+		out := make([][]labelPair, p.selector.n)
+		for i := range out {
+			out[i] = p.selector.pairs[i : i+1]
+		}
+		return out
+	}
+	reqs, _ := p.selector.full.Requirements()
 	var out [][]labelPair
 	for _, r := range reqs {
 		switch r.Operator() {
@@ -239,3 +248,63 @@ func (p *Preset) anchors() [][]labelPair {
 }
 
 type labelPair struct{ key, value string }
+
+// selector is a compiled label selector. The usual one, matchLabels of at
+// most two pairs, is held in the preset itself and matched by looking the
+// pairs up, so that a compiled preset costs the collector four objects
+// fewer (a labels.Selector is an interface over a list of requirements,
+// each with its list of values) and matching costs no Requirement; any
+// other selector is a labels.Selector.
+type selector struct {
+	pairs [2]labelPair    // sorted by key; the first n are the selector
+	n     int             // when full is nil
+	full  labels.Selector // nil when pairs hold the selector
+}
+
+// compileSelector validates a selector as the API server's
+// LabelSelectorAsSelector does, and compiles it.
+func compileSelector(ls *metav1.LabelSelector) (selector, error) {
+	full, err := metav1.LabelSelectorAsSelector(ls)
+	if err != nil {
+		return selector{}, err
+	}
+	var s selector
+	if len(ls.MatchExpressions) > 0 || len(ls.MatchLabels) > len(s.pairs) {
+		return selector{full: full}, nil
+	}
+	for k, v := range ls.MatchLabels {
+		s.pairs[s.n] = labelPair{k, v}
+		s.n++
+	}
+	if s.n == 2 && s.pairs[1].key < s.pairs[0].key {
+		s.pairs[0], s.pairs[1] = s.pairs[1], s.pairs[0]
+	}
+	return s, nil
+}
+
+// Matches says whether the selector selects an object with these labels.
+func (s *selector) Matches(have labels.Set) bool {
+	if s.full != nil {
+		return s.full.Matches(have)
+	}
+	for _, lp := range s.pairs[:s.n] {
+		if v, ok := have[lp.key]; !ok || v != lp.value {
+			return false
+		}
+	}
+	return true
+}
+
+// labels returns the selector as a labels.Selector, for what shows or
+// converts it (Content, Explain): the same requirements, in the same
+// order, as LabelSelectorAsSelector gives.
+func (s *selector) labels() labels.Selector {
+	if s.full != nil {
+		return s.full
+	}
+	set := make(labels.Set, s.n)
+	for _, lp := range s.pairs[:s.n] {
+		set[lp.key] = lp.value
+	}
+	return labels.SelectorFromValidatedSet(set)
+}

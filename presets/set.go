@@ -1,6 +1,7 @@
 package presets
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 
@@ -74,6 +75,14 @@ func newIndex(presets []*Preset) *index {
 			}
 		}
 	}
+	// Each preset goes under the pairs of its cheapest set; the lists are
+	// then cut from one array, so that the index costs the collector a
+	// few objects, not one per label value.
+	type placed struct {
+		lp labelPair
+		p  *Preset
+	}
+	var under []placed
 	for i, p := range presets {
 		if len(anchors[i]) == 0 {
 			ix.scan = append(ix.scan, p)
@@ -90,18 +99,31 @@ func newIndex(presets []*Preset) *index {
 			}
 		}
 		for _, lp := range best {
-			values := ix.byLabel[lp.key]
-			if values == nil {
-				values = map[string][]*Preset{}
-				ix.byLabel[lp.key] = values
-			}
-			values[lp.value] = append(values[lp.value], p)
+			under = append(under, placed{lp, p})
 		}
 	}
-	for _, values := range ix.byLabel {
-		for _, ps := range values {
-			slices.SortFunc(ps, byName)
+	// By pair, then by name: each pair's presets are a run, in the order
+	// match returns them.
+	slices.SortFunc(under, func(a, b placed) int {
+		return cmp.Or(strings.Compare(a.lp.key, b.lp.key), strings.Compare(a.lp.value, b.lp.value), byName(a.p, b.p))
+	})
+	all := make([]*Preset, len(under))
+	for i := range under {
+		all[i] = under[i].p
+	}
+	for i := 0; i < len(under); {
+		j := i + 1
+		for j < len(under) && under[j].lp == under[i].lp {
+			j++
 		}
+		lp := under[i].lp
+		values := ix.byLabel[lp.key]
+		if values == nil {
+			values = map[string][]*Preset{}
+			ix.byLabel[lp.key] = values
+		}
+		values[lp.value] = all[i:j:j]
+		i = j
 	}
 	slices.SortFunc(ix.scan, byName)
 	return ix

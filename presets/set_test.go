@@ -182,3 +182,58 @@ func TestCompileRejectsBadSelector(t *testing.T) {
 		t.Errorf("error %q does not name %q", err, want)
 	}
 }
+
+// TestCompiledSelectorIsTheAPIServers: a compiled selector (inline pairs
+// for matchLabels of up to two, a labels.Selector otherwise) selects
+// exactly what metav1.LabelSelectorAsSelector's does, and shows as it.
+func TestCompiledSelectorIsTheAPIServers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	keys := []string{"app", "tier", "env", "team"}
+	values := []string{"a", "b", "c"}
+	inline := 0
+	for range 2000 {
+		ls := metav1.LabelSelector{}
+		for _, k := range keys {
+			if rng.IntN(3) == 0 {
+				if ls.MatchLabels == nil {
+					ls.MatchLabels = map[string]string{}
+				}
+				ls.MatchLabels[k] = values[rng.IntN(len(values))]
+			}
+		}
+		if rng.IntN(4) == 0 {
+			ls.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: keys[rng.IntN(len(keys))], Operator: metav1.LabelSelectorOpExists}}
+		}
+		want, err := metav1.LabelSelectorAsSelector(&ls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := compileSelector(&ls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.full == nil {
+			inline++
+		}
+		if g, w := got.labels().String(), want.String(); g != w {
+			t.Fatalf("%v: shows as %q, want %q", ls, g, w)
+		}
+		for range 10 {
+			have := labels.Set{}
+			for _, k := range keys {
+				if rng.IntN(2) == 0 {
+					have[k] = values[rng.IntN(len(values))]
+				}
+			}
+			if g, w := got.Matches(have), want.Matches(have); g != w {
+				t.Fatalf("%v on %v: Matches %v, want %v", ls, have, g, w)
+			}
+		}
+	}
+	if inline < 500 {
+		t.Errorf("only %d of 2000 selectors were held inline: the test does not exercise them", inline)
+	}
+	if _, err := compileSelector(&metav1.LabelSelector{MatchLabels: map[string]string{"a": "b c"}}); err == nil {
+		t.Error("compileSelector accepted the label value \"b c\"")
+	}
+}
