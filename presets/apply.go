@@ -18,8 +18,10 @@ type Result struct {
 	// Changed is true, else the input pod itself. The input is never
 	// modified, but the new object shares every part that did not change
 	// with it (copy on write), and the pointers inside the entries it
-	// injected (a valueFrom, a volume source) with the compiled presets:
-	// treat it as read-only, or DeepCopy first. Nil from Patch.
+	// injected (a valueFrom, a volume source) with the compiled presets,
+	// and containers whose env, envFrom or volumeMounts come out the same
+	// share one list: treat it as read-only, or DeepCopy first. Nil from
+	// Patch.
 	Pod *corev1.Pod
 	// Changed says whether anything was added to the pod.
 	Changed bool
