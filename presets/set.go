@@ -1,7 +1,6 @@
 package presets
 
 import (
-	"cmp"
 	"slices"
 	"strings"
 
@@ -82,7 +81,7 @@ func newIndex(presets []*Preset) *index {
 		lp labelPair
 		p  *Preset
 	}
-	var under []placed
+	under := make([]placed, 0, len(presets))
 	for i, p := range presets {
 		if len(anchors[i]) == 0 {
 			ix.scan = append(ix.scan, p)
@@ -102,28 +101,36 @@ func newIndex(presets []*Preset) *index {
 			under = append(under, placed{lp, p})
 		}
 	}
-	// By pair, then by name: each pair's presets are a run, in the order
-	// match returns them.
-	slices.SortFunc(under, func(a, b placed) int {
-		return cmp.Or(strings.Compare(a.lp.key, b.lp.key), strings.Compare(a.lp.value, b.lp.value), byName(a.p, b.p))
-	})
-	all := make([]*Preset, len(under))
-	for i := range under {
-		all[i] = under[i].p
+	// Count each pair's presets, give each pair its run of the array,
+	// then fill the runs.
+	type span struct{ start, end int }
+	spans := make(map[labelPair]span, len(under))
+	for _, u := range under {
+		sp := spans[u.lp]
+		sp.end++
+		spans[u.lp] = sp
 	}
-	for i := 0; i < len(under); {
-		j := i + 1
-		for j < len(under) && under[j].lp == under[i].lp {
-			j++
-		}
-		lp := under[i].lp
+	next := 0
+	for lp, sp := range spans {
+		spans[lp] = span{next, next}
+		next += sp.end
+	}
+	all := make([]*Preset, len(under))
+	for _, u := range under {
+		sp := spans[u.lp]
+		all[sp.end] = u.p
+		sp.end++
+		spans[u.lp] = sp
+	}
+	for lp, sp := range spans {
 		values := ix.byLabel[lp.key]
 		if values == nil {
 			values = map[string][]*Preset{}
 			ix.byLabel[lp.key] = values
 		}
-		values[lp.value] = all[i:j:j]
-		i = j
+		ps := all[sp.start:sp.end:sp.end]
+		slices.SortFunc(ps, byName) // in the order match returns them
+		values[lp.value] = ps
 	}
 	slices.SortFunc(ix.scan, byName)
 	return ix
