@@ -109,7 +109,7 @@ func dedupe(ps []*Preset) []*Preset {
 // values collide often.
 func TestMatchAgreesWithSelectors(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	keys, values := []string{"app", "tier", "env"}, []string{"a", "b", "c"}
+	keys, values := []string{"app", "tier", "env"}, []string{"a", "b", "c", ""}
 	ops := []metav1.LabelSelectorOperator{metav1.LabelSelectorOpIn, metav1.LabelSelectorOpNotIn, metav1.LabelSelectorOpExists, metav1.LabelSelectorOpDoesNotExist}
 	randomLabels := func() map[string]string {
 		l := map[string]string{}
@@ -189,7 +189,7 @@ func TestCompileRejectsBadSelector(t *testing.T) {
 func TestCompiledSelectorIsTheAPIServers(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	keys := []string{"app", "tier", "env", "team"}
-	values := []string{"a", "b", "c"}
+	values := []string{"a", "b", "c", ""} // "" is a valid label value: app="" must not match a pod without app
 	inline := 0
 	for range 2000 {
 		ls := metav1.LabelSelector{}
