@@ -825,6 +825,9 @@ func sharedList[T any](earlier []target, own []T, added []pending[T], eq func(a,
 	return 0
 }
 
+// ownEqual is slices.EqualFunc for lists already known to be of one
+// length, with eq taking pointers so that no entry (a VolumeMount is 112
+// bytes) is copied to be compared.
 func ownEqual[T any](a, b []T, eq func(a, b *T) bool) bool {
 	for i := range a {
 		if !eq(&a[i], &b[i]) {
