@@ -125,7 +125,7 @@ fuzz: ## Fuzz the engine and the admission handlers, FUZZTIME each (default 60s)
 	$(GO) test -run '^$$' -fuzz FuzzApply -fuzztime $(or $(FUZZTIME),60s) ./presets
 	$(GO) test -run '^$$' -fuzz FuzzPodMutator -fuzztime $(or $(FUZZTIME),60s) ./webhook
 	$(GO) test -run '^$$' -fuzz FuzzPresetValidator -fuzztime $(or $(FUZZTIME),60s) ./webhook
-	$(GO) test -run '^$$' -fuzz FuzzScanOwnLists -fuzztime $(or $(FUZZTIME),60s) ./webhook
+	$(GO) test -run '^$$' -fuzz FuzzScanSpec -fuzztime $(or $(FUZZTIME),60s) ./presets
 	$(GO) test -run '^$$' -fuzz FuzzDecodeReadsWhatTheAPIServerReads -fuzztime $(or $(FUZZTIME),60s) ./webhook
 
 .PHONY: golden

@@ -3,7 +3,6 @@ package presets
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -124,55 +123,74 @@ func TestPatchOfEachInjectedKind(t *testing.T) {
 }
 
 // checkReplaceShape asserts that the patch MergePatch writes with the pod's
-// own lists known turns the pod's JSON into Apply's result, and keeps every
-// field our types do not know inside the entries of the lists it replaces:
-// each own entry of every list carries one here.
+// spec JSON known (ScanSpec) turns the pod's JSON into Apply's result, and
+// keeps every field our types do not know: one in the spec, in every
+// container and in every entry of every list the presets add to. It checks
+// the spec written compact, indented, and with the lists the pod does not
+// have written as null and as [].
 func checkReplaceShape(t *testing.T, pod, in *corev1.Pod, ns Namespace, matched []*Preset, want *corev1.Pod, insertOnly []byte) {
 	t.Helper()
-	podJSON, own := withUnknownFields(t, pod)
-	_, raw, err := MergePatch(in, ns, matched, own)
-	if err != nil {
-		t.Fatalf("MergePatch with own lists: %v", err)
-	}
-	// Every insertion into a list the pod has is now a replace of it.
-	inserts := regexp.MustCompile(`"path":"[^"]*/(env/\d+|envFrom/\d+|volumeMounts/-|volumes/-)"`)
-	if inserts.Match(raw) || inserts.Match(insertOnly) != bytes.Contains(raw, []byte(`"op":"replace"`)) {
-		t.Errorf("with the own lists known, the patch still inserts into them, or replaces for nothing:\n%s\ninsert-only:\n%s", raw, insertOnly)
-	}
-	p, err := evanphx.DecodePatch(raw)
-	if err != nil {
-		t.Fatalf("the replace-shaped patch does not decode: %v\n%s", err, raw)
-	}
-	patched, err := p.Apply(podJSON)
-	if err != nil {
-		t.Fatalf("the replace-shaped patch does not apply: %v\n%s", err, raw)
-	}
-	var got corev1.Pod
-	if err := json.Unmarshal(patched, &got); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(want, &got, cmpopts.EquateEmpty()); diff != "" {
-		t.Errorf("the replace-shaped patch makes another pod (-Apply +patched):\n%s\npatch %s", diff, raw)
-	}
-	if b, a := bytes.Count(podJSON, []byte(unknownField)), bytes.Count(patched, []byte(unknownField)); a != b {
-		t.Errorf("%d of the %d fields our types do not know survived the patch:\n%s", a, b, raw)
+	for _, form := range []specForm{compactSpec, indentedSpec, nullLists, emptyLists} {
+		podJSON, specJSON := withUnknownFields(t, pod, form)
+		spec := ScanSpec(specJSON)
+		if spec == nil {
+			t.Fatalf("%s: ScanSpec found nothing in %s", form, specJSON)
+		}
+		_, raw, err := MergePatch(in, ns, matched, spec)
+		if err != nil {
+			t.Fatalf("%s: MergePatch with the spec's JSON: %v", form, err)
+		}
+		// What is left besides the annotations is one replace of /spec.
+		ops := regexp.MustCompile(`"path":"(/[^/"]*)`).FindAllSubmatch(raw, -1)
+		specOps := 0
+		for _, op := range ops {
+			if string(op[1]) == "/spec" {
+				specOps++
+			} else if string(op[1]) != "/metadata" {
+				t.Errorf("%s: the patch writes %s outside /spec and the annotations:\n%s", form, op[0], raw)
+			}
+		}
+		if want := bytes.Contains(insertOnly, []byte(`"path":"/spec/`)); (specOps == 1) != want || specOps > 1 {
+			t.Errorf("%s: %d replaces of /spec; the insert-only patch changes the spec: %v\n%s", form, specOps, want, raw)
+		}
+		p, err := evanphx.DecodePatch(raw)
+		if err != nil {
+			t.Fatalf("%s: the patch does not decode: %v\n%s", form, err, raw)
+		}
+		patched, err := p.Apply(podJSON)
+		if err != nil {
+			t.Fatalf("%s: the patch does not apply: %v\n%s", form, err, raw)
+		}
+		var got corev1.Pod
+		if err := json.Unmarshal(patched, &got); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, &got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s: the patch makes another pod (-Apply +patched):\n%s\npatch %s", form, diff, raw)
+		}
+		if b, a := bytes.Count(podJSON, []byte(unknownField)), bytes.Count(patched, []byte(unknownField)); a != b {
+			t.Errorf("%s: %d of the %d fields our types do not know survived the patch:\n%s", form, a, b, raw)
+		}
 	}
 }
 
 const unknownField = `"x-from-a-newer-kubernetes"`
 
-// ownLists is OwnLists over a pod's JSON.
-type ownLists map[string][]byte
+// specForm is how withUnknownFields writes the spec.
+type specForm string
 
-func (o ownLists) Container(init bool, i int, field string) []byte {
-	return o[fmt.Sprintf("%v/%d/%s", init, i, field)]
-}
-func (o ownLists) Volumes() []byte { return o["volumes"] }
+const (
+	compactSpec  specForm = "compact"
+	indentedSpec specForm = "indented"
+	nullLists    specForm = "lists the pod lacks as null"
+	emptyLists   specForm = "lists the pod lacks as []"
+)
 
 // withUnknownFields returns the pod's JSON with a field our types do not
-// know in every entry of its env, envFrom, volumeMounts and volumes lists,
-// and those lists' JSON.
-func withUnknownFields(t *testing.T, pod *corev1.Pod) ([]byte, ownLists) {
+// know in its spec, in each container and in every entry of its env,
+// envFrom, volumeMounts and volumes lists, and the JSON of that spec
+// written in form.
+func withUnknownFields(t *testing.T, pod *corev1.Pod, form specForm) (podJSON, specJSON []byte) {
 	t.Helper()
 	raw, err := json.Marshal(pod)
 	if err != nil {
@@ -182,37 +200,49 @@ func withUnknownFields(t *testing.T, pod *corev1.Pod) ([]byte, ownLists) {
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	own := ownLists{}
-	mark := func(key string, list any) {
-		entries, ok := list.([]any)
-		if !ok || len(entries) == 0 {
+	unknown := strings.Trim(unknownField, `"`)
+	mark := func(obj map[string]any, key string) {
+		list, ok := obj[key].([]any)
+		if !ok || len(list) == 0 {
+			switch form {
+			case nullLists:
+				obj[key] = nil
+			case emptyLists:
+				obj[key] = []any{}
+			}
 			return
 		}
-		for _, e := range entries {
-			e.(map[string]any)[strings.Trim(unknownField, `"`)] = map[string]any{"kept": true}
+		for _, e := range list {
+			e.(map[string]any)[unknown] = map[string]any{"kept": true}
 		}
-		b, err := json.Marshal(entries)
-		if err != nil {
-			t.Fatal(err)
-		}
-		own[key] = b
 	}
 	spec, _ := doc["spec"].(map[string]any)
-	for _, kind := range []struct {
-		field string
-		init  bool
-	}{{"initContainers", true}, {"containers", false}} {
-		cs, _ := spec[kind.field].([]any)
-		for i, c := range cs {
+	spec[unknown] = "spec"
+	for _, field := range []string{"initContainers", "containers"} {
+		cs, _ := spec[field].([]any)
+		for _, c := range cs {
+			c := c.(map[string]any)
+			c[unknown] = field
 			for _, f := range []string{"env", "envFrom", "volumeMounts"} {
-				mark(fmt.Sprintf("%v/%d/%s", kind.init, i, f), c.(map[string]any)[f])
+				mark(c, f)
 			}
 		}
 	}
-	mark("volumes", spec["volumes"])
-	out, err := json.Marshal(doc)
-	if err != nil {
+	for _, f := range []string{"volumes", "imagePullSecrets", "initContainers"} {
+		mark(spec, f)
+	}
+	if specJSON, err = json.Marshal(spec); err != nil {
 		t.Fatal(err)
 	}
-	return out, own
+	if podJSON, err = json.Marshal(doc); err != nil {
+		t.Fatal(err)
+	}
+	if form == indentedSpec {
+		var b bytes.Buffer
+		if err := json.Indent(&b, specJSON, "\t", "  "); err != nil {
+			t.Fatal(err)
+		}
+		specJSON = append(append([]byte("\n "), b.Bytes()...), " \n"...)
+	}
+	return podJSON, specJSON
 }

@@ -5,12 +5,13 @@
 //     (presets.Select) on the pod's metadata alone, and only when a preset
 //     matches decode the spec (PodObject: of the containers, only what the
 //     merge reads, unless a preset injects init containers) and answer with
-//     presets.MergePatch's JSON patch: one replace per list that the pod has
-//     and presets add to, whose value carries the pod's own entries as the
-//     request's own bytes (found by a one-pass scan, ownlists.go), so fields
-//     our Go types do not know survive; one add per entry wherever those
-//     bytes are not known. Every conflict, refused preset and left-out entry
-//     is an admission warning, each outcome a metric.
+//     presets.MergePatch's JSON patch: the annotations, and one replace of
+//     /spec whose value is the request's own spec bytes with the injected
+//     entries written into its lists (found by a one-pass scan,
+//     presets.ScanSpec), so every field our Go types do not know survives;
+//     one add per entry when the scan finds what it does not expect. Every
+//     conflict, refused preset and left-out entry is an admission warning,
+//     each outcome a metric.
 //   - PresetValidator (validating, PodPresets and ClusterPodPresets):
 //     presets.Load with the tenancy and the preset policy, each denial an
 //     apierrors Invalid status that names the field and the rule.

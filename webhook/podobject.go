@@ -16,43 +16,17 @@ import (
 // encoded. A pod that no preset matches is never decoded further; one that
 // a preset matches has its spec decoded once, and (unless a matching preset
 // injects init containers, presets.WholeContainers) only the parts of its
-// containers the merge reads, each list kept also as the JSON the API
-// server sent (presets.OwnLists), so that the patch can replace a list in
-// one operation and keep its entries' unknown fields.
+// containers the merge reads. The spec's JSON is kept too, with where its
+// lists are (presets.ScanSpec), so that the patch is the API server's own
+// spec with the injected entries written into it: one operation, and every
+// field our types do not know kept.
 type PodObject struct {
 	Metadata podMetadata    `json:"metadata"`
 	Spec     jsontext.Value `json:"spec"`
-	// own is where the spec's lists are in Spec, once decodeSpec has
-	// decoded the spec partly.
-	own *ownJSON
-}
-
-var _ presets.OwnLists = (*PodObject)(nil)
-
-// Container returns the JSON of a container's list, once decodeSpec has
-// decoded the spec partly; else nil.
-func (o *PodObject) Container(init bool, i int, field string) []byte {
-	if o.own == nil {
-		return nil
-	}
-	cs := o.own.containers
-	if init {
-		cs = o.own.initContainers
-	}
-	for f, name := range containerFields {
-		if name == field && i >= 0 && i < len(cs) {
-			return cs[i][f]
-		}
-	}
-	return nil
-}
-
-// Volumes returns the JSON of spec.volumes, as Container does.
-func (o *PodObject) Volumes() []byte {
-	if o.own == nil {
-		return nil
-	}
-	return o.own.volumes
+	// specJSON is Spec scanned, once decodeSpec has decoded it; nil when
+	// the scan found what it does not expect (the patch then inserts
+	// entry by entry).
+	specJSON *presets.SpecJSON
 }
 
 type podMetadata struct {
@@ -97,6 +71,7 @@ func (o *PodObject) decodeSpec(pod *corev1.Pod, whole bool) error {
 		if err := decode(o.Spec, &pod.Spec); err != nil {
 			return fmt.Errorf("decoding the Pod's spec: %w", err)
 		}
+		o.scan(len(pod.Spec.InitContainers), len(pod.Spec.Containers))
 		return nil
 	}
 	var s mergeSpec
@@ -106,12 +81,16 @@ func (o *PodObject) decodeSpec(pod *corev1.Pod, whole bool) error {
 	pod.Spec.InitContainers = containers(s.InitContainers)
 	pod.Spec.Containers = containers(s.Containers)
 	pod.Spec.Volumes, pod.Spec.ImagePullSecrets = s.Volumes, s.ImagePullSecrets
-	// Where the lists are, for a patch that replaces them whole; unless
-	// the scan saw the same containers as the decoder, none.
-	if own := scanOwnLists(o.Spec); own != nil && len(own.initContainers) == len(s.InitContainers) && len(own.containers) == len(s.Containers) {
-		o.own = own
-	}
+	o.scan(len(s.InitContainers), len(s.Containers))
 	return nil
+}
+
+// scan finds where the spec's lists are, for the patch; unless the scan saw
+// as many containers as the decoder did, the patch inserts entry by entry.
+func (o *PodObject) scan(inits, containers int) {
+	if spec := presets.ScanSpec(o.Spec); spec != nil && len(spec.InitContainers) == inits && len(spec.Containers) == containers {
+		o.specJSON = spec
+	}
 }
 
 func containers(cs []mergeContainer) []corev1.Container {

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -58,17 +59,18 @@ func TestDecodeSpecKeepsWhatTheMergeReads(t *testing.T) {
 	}
 }
 
-// TestPatchKeepsUnknownFieldsInsideEntries: a pod whose own env, envFrom,
-// volumeMounts and volumes entries carry fields our Go types do not know
-// (a newer Kubernetes') gets its presets in one replace per list, and
-// every one of those fields survives the patch as the API server applies
-// it; nothing the pod had is lost or reordered.
-func TestPatchKeepsUnknownFieldsInsideEntries(t *testing.T) {
+// TestPatchKeepsUnknownFields: a pod whose spec, containers and own env,
+// envFrom, volumeMounts and volumes entries carry fields our Go types do
+// not know (a newer Kubernetes') gets its presets in one replace of /spec
+// beside the annotations, and every one of those fields survives the
+// patch as the API server applies it; nothing the pod had is lost or
+// reordered.
+func TestPatchKeepsUnknownFields(t *testing.T) {
 	const unknown = `"x-newer":{"kept":true}`
 	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","namespace":"shop","labels":{"app":"web","tier":"frontend"}},
-"spec":{"initContainers":[{"name":"init","image":"busybox","env":[{"name":"OWN_INIT","value":"1",` + unknown + `}]}],
-"containers":[{"name":"web","image":"nginx","env":[{"name":"OWN","value":"1",` + unknown + `}],
-"envFrom":[{"configMapRef":{"name":"own"},` + unknown + `}],"volumeMounts":[{"name":"data","mountPath":"/data",` + unknown + `}]}],
+"spec":{` + unknown + `,"initContainers":[{"name":"init","image":"busybox","env":[{"name":"OWN_INIT","value":"1",` + unknown + `}]}],
+"containers":[{"name":"web",` + unknown + `,"image":"nginx","env":[{"name":"OWN","value":"1",` + unknown + `}],
+"envFrom":[{"configMapRef":{"name":"own"},` + unknown + `}],"volumeMounts":[{"name":"data","mountPath":"/data",` + unknown + `}]},{"name":"sidecar","image":"envoy",` + unknown + `}],
 "volumes":[{"name":"data","emptyDir":{},` + unknown + `}]}}`
 	review := `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1","kind":{"group":"","version":"v1","kind":"Pod"},
 "resource":{"group":"","version":"v1","resource":"pods"},"namespace":"shop","operation":"CREATE","object":` + pod + `}}`
@@ -80,10 +82,12 @@ func TestPatchKeepsUnknownFieldsInsideEntries(t *testing.T) {
 	if !resp.Allowed || len(resp.Patch) == 0 {
 		t.Fatalf("allowed %v, patch %s", resp.Allowed, resp.Patch)
 	}
-	for _, list := range []string{"/spec/initContainers/0/env", "/spec/containers/0/env", "/spec/containers/0/envFrom", "/spec/containers/0/volumeMounts", "/spec/volumes"} {
-		if !strings.Contains(string(resp.Patch), `{"op":"replace","path":"`+list+`"`) {
-			t.Errorf("%s is not replaced in one operation:\n%s", list, resp.Patch)
-		}
+	var ops []struct{ Op, Path string }
+	if err := json.Unmarshal(resp.Patch, &ops); err != nil {
+		t.Fatal(err)
+	}
+	if want := []struct{ Op, Path string }{{"add", "/metadata/annotations"}, {"replace", "/spec"}}; !slices.Equal(ops, want) {
+		t.Errorf("the patch's operations are %v, want %v", ops, want)
 	}
 	p, err := evanphx.DecodePatch(resp.Patch)
 	if err != nil {
@@ -93,14 +97,17 @@ func TestPatchKeepsUnknownFieldsInsideEntries(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the patch does not apply: %v", err)
 	}
-	if got := strings.Count(string(mutated), unknown); got != 5 {
-		t.Errorf("%d of the 5 unknown fields survived:\n%s", got, mutated)
+	if got := strings.Count(string(mutated), unknown); got != 8 {
+		t.Errorf("%d of the 8 unknown fields survived:\n%s", got, mutated)
 	}
 	var got corev1.Pod
 	if err := json.Unmarshal(mutated, &got); err != nil {
 		t.Fatal(err)
 	}
-	web := got.Spec.Containers[0]
+	web, sidecar := got.Spec.Containers[0], got.Spec.Containers[1]
+	if len(sidecar.Env) != 20 || sidecar.Image != "envoy" || len(got.Spec.InitContainers[0].Env) != 21 {
+		t.Errorf("the sidecar has %d env vars (want 20), image %q; the init container %d (want 21)", len(sidecar.Env), sidecar.Image, len(got.Spec.InitContainers[0].Env))
+	}
 	if n := len(web.Env); n != 21 || web.Env[20].Name != "OWN" || len(web.EnvFrom) != 6 || web.EnvFrom[5].ConfigMapRef.Name != "own" ||
 		len(web.VolumeMounts) != 6 || web.VolumeMounts[0].Name != "data" || len(got.Spec.Volumes) != 6 || got.Spec.Volumes[0].Name != "data" {
 		t.Errorf("the pod's own entries moved or went: env %d, envFrom %d, mounts %d, volumes %d\n%s", n, len(web.EnvFrom), len(web.VolumeMounts), len(got.Spec.Volumes), mutated)

@@ -143,7 +143,7 @@ func (m *PodMutator) admit(ctx context.Context, req *Request[PodObject]) (*admis
 		return denied(http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error()), outcome{result: ResultError, reason: "the pod's spec does not decode"}, nil
 	}
 	buf := patchBuffers.Get().(*[]byte)
-	res, encoded, err := presets.AppendMergePatch(*buf, pod, ns, matched, req.Object)
+	res, encoded, err := presets.AppendMergePatch(*buf, pod, ns, matched, req.Object.specJSON)
 	if err != nil || encoded == nil {
 		patchBuffers.Put(buf)
 	}
