@@ -35,7 +35,8 @@ import (
 // The sizes of a run; every loop is bounded by them and by loopLimit.
 var (
 	rounds        = flag.Int("rounds", 5, "interleaved rounds of every case")
-	seqPods       = flag.Int("seq-pods", 60, "pods per case per round, created one at a time")
+	seqPods       = flag.Int("seq-pods", 60, "pods per case per round, created one at a time, one case after another (the CPU seconds)")
+	mixedPods     = flag.Int("mixed-pods", 100, "pods per case per round, created one at a time, the cases taking turns pod by pod (the latency percentiles)")
 	parPods       = flag.Int("par-pods", 240, "pods per case per round and client count, created by parallel clients")
 	scalePods     = flag.Int("scale-pods", 40, "pods per point of the scale curve per round")
 	policyPresets = flag.Int("policy-presets", 1000, "presets compiled into the policy of the compiled-policy case (5 match the pod)")
@@ -65,10 +66,18 @@ func (c caseSpec) check(p *corev1.Pod) error {
 }
 
 // BenchmarkAdmission creates the benchmark's pod (presetstest.BenchPod,
-// 5 of 1,000 presets match it) through the API server in five cases, in
+// 5 of 1,000 presets match it) through the API server in six cases, in
 // interleaved rounds, and prints latency percentiles, throughput at 1, 8
 // and 32 clients, CPU seconds per 1,000 pods and the ratios the README
-// quotes; then the scale curve. Run it with `make bench-e2e`.
+// quotes; then the scale curves. Run it with `make bench-e2e`.
+//
+// The latencies come from pods the cases create in turn, one pod each
+// (-mixed-pods per case per round): this machine's speed drifts by more
+// than the differences measured, within a round too, and taking turns pod
+// by pod gives every case the same drift. CPU seconds need a case to run
+// alone for a while (/proc counts in 10 ms ticks): they come from a run
+// of -seq-pods pods per case, one case after another. Throughput ratios
+// are the median of each round's ratio.
 func BenchmarkAdmission(b *testing.B) {
 	cfg := rest.CopyConfig(cp.Config)
 	cfg.QPS, cfg.Burst = -1, 0 // no client-side rate limit
@@ -127,9 +136,17 @@ func BenchmarkAdmission(b *testing.B) {
 		for r := range *rounds {
 			for _, c := range rotate(cases, r) {
 				before := readCPU(b, pids)
-				seq[c.name] = append(seq[c.name], createSeq(b, cl, c, fmt.Sprintf("s%d", r), *seqPods)...)
+				createSeq(b, cl, c, fmt.Sprintf("s%d", r), *seqPods)
 				addCPU(cpu, c.name, before, readCPU(b, pids))
 				created[c.name] += *seqPods
+			}
+			clean(b, cl, nsNone, nsNoop, nsPP, nsPol)
+			// The latencies: the cases take turns pod by pod, so that
+			// every case's pods meet the machine in the same states.
+			for i := range *mixedPods {
+				for _, c := range rotate(cases, r+i) {
+					seq[c.name] = append(seq[c.name], createSeq(b, cl, c, fmt.Sprintf("m%d-%d", r, i), 1)...)
+				}
 			}
 			clean(b, cl, nsNone, nsNoop, nsPP, nsPol)
 		}
@@ -459,8 +476,9 @@ func report(b *testing.B, cases []caseSpec, seq map[string][]time.Duration, par 
 	cpu map[string]map[string]time.Duration, created map[string]int) {
 	none, noop, nothing, injected, merged, pol := cases[0].name, cases[1].name, cases[2].name, cases[3].name, cases[4].name, cases[5].name
 	p50 := func(c string) float64 { return ms(percentile(seq[c], 0.5)) }
-	fmt.Printf("\nAdmission, %d rounds, interleaved; %d sequential pods per case per round, %d per case per round and client count in parallel\n\n",
-		*rounds, *seqPods, *parPods)
+	fmt.Printf("\nAdmission, %d rounds, interleaved; latencies of %d sequential pods per case per round, the cases taking turns pod by pod; "+
+		"CPU of %d per case per round, one case after another; %d per case per round and client count in parallel\n\n",
+		*rounds, *mixedPods, *seqPods, *parPods)
 	fmt.Println("| case | p50 ms | p90 ms | p99 ms | p50 vs none | pods/s, 1 client | 8 clients | 32 clients | CPU s per 1,000 pods: API server | etcd | webhook |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, c := range cases {
@@ -476,17 +494,27 @@ func report(b *testing.B, cases []caseSpec, seq map[string][]time.Duration, par 
 			median(par[1][c.name]), median(par[8][c.name]), median(par[32][c.name]), per("kube-apiserver"), per("etcd"), wh)
 	}
 	expected := p50(merged) * p50(noop) / p50(none)
+	// Throughput ratios pair the two cases' runs of the same round (the
+	// machine's speed drifts between rounds, less within one): the median
+	// of the rounds' ratios.
+	paired := func(clients int, a, b string) float64 {
+		rs := make([]float64, len(par[clients][a]))
+		for r := range rs {
+			rs[r] = par[clients][a][r] / par[clients][b][r]
+		}
+		return median(rs)
+	}
 	ratios := []struct {
 		name, unit string
 		v          float64
 	}{
 		{"nothing matches / do-nothing webhook, p50", "nothing/noop-p50", p50(nothing) / p50(noop)},
-		{"nothing matches / do-nothing webhook, throughput at 8 clients", "nothing/noop-8c", median(par[8][nothing]) / median(par[8][noop])},
-		{"nothing matches / do-nothing webhook, throughput at 32 clients", "nothing/noop-32c", median(par[32][nothing]) / median(par[32][noop])},
+		{"nothing matches / do-nothing webhook, throughput at 8 clients", "nothing/noop-8c", paired(8, nothing, noop)},
+		{"nothing matches / do-nothing webhook, throughput at 32 clients", "nothing/noop-32c", paired(32, nothing, noop)},
 		{"5 injected / (pre-merged × do-nothing ÷ none), p50", "injected/expected-p50", p50(injected) / expected},
-		{"5 injected / pre-merged, throughput at 8 clients", "injected/merged-8c", median(par[8][injected]) / median(par[8][merged])},
+		{"5 injected / pre-merged, throughput at 8 clients", "injected/merged-8c", paired(8, injected, merged)},
 		{"compiled policy / pre-merged, p50", "policy/merged-p50", p50(pol) / p50(merged)},
-		{"compiled policy / pre-merged, throughput at 8 clients", "policy/merged-8c", median(par[8][pol]) / median(par[8][merged])},
+		{"compiled policy / pre-merged, throughput at 8 clients", "policy/merged-8c", paired(8, pol, merged)},
 		{"compiled policy / 5 injected by the webhook, p50", "policy/injected-p50", p50(pol) / p50(injected)},
 	}
 	fmt.Println()
